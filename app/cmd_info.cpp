@@ -1,0 +1,74 @@
+// sigma info RECIPE: parameters, FLOPs per token and the memory plan per rank, before
+// anything runs; sigma info --keys: the recipe key reference.
+#include "app/commands.h"
+#include "core/recipe/recipe.h"
+#include "models/model_plan.h"
+
+#include <fmt/format.h>
+
+#include <memory>
+
+namespace sigma::app {
+
+namespace {
+
+std::string human_bytes(double bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (bytes >= 1024 && u < 4) bytes /= 1024, ++u;
+  return fmt::format("{:.2f} {}", bytes, units[u]);
+}
+
+std::string human_count(double n) {
+  if (n >= 1e9) return fmt::format("{:.3f}B", n / 1e9);
+  if (n >= 1e6) return fmt::format("{:.3f}M", n / 1e6);
+  return fmt::format("{:.0f}", n);
+}
+
+void print_info(const Recipe& recipe) {
+  const ModelConfig& m = recipe.model;
+  const AttentionConfig& a = m.attention;
+  ModelPlan plan = plan_model(m, recipe.train.micro_batch, recipe.data.seq_len);
+  fmt::print("recipe      {}\n", recipe.source_path);
+  fmt::print("model       {} layers, d_model {}, d_ff {}, vocab {}{}\n", m.n_layers, m.d_model,
+             m.d_ff, m.vocab_size, m.tie_embeddings ? ", tied embeddings" : "");
+  fmt::print("attention   heads q/k/v {}/{}/{}, d_qk {}, d_v {}{}{}\n", a.n_q, a.n_k, a.n_v, a.d_qk,
+             a.d_v, a.d_augq > 0 ? fmt::format(", AugQ {}", a.d_augq) : "",
+             a.qk_norm ? ", QK-norm" : "");
+  fmt::print("parameters  {} total, {} embedding, {} active per token\n",
+             human_count(double(plan.total_params)), human_count(double(plan.embedding_params)),
+             human_count(double(plan.active_params)));
+  fmt::print("FLOPs       {:.4g} GFLOP per token at seq_len {} (6 x active + attention)\n",
+             plan.flops_per_token / 1e9, recipe.data.seq_len);
+  fmt::print("batch       micro-batch {} x {} tokens, global {} tokens\n", recipe.train.micro_batch,
+             recipe.data.seq_len, recipe.train.global_batch_tokens);
+  fmt::print("memory per rank (fp32 CPU engine, 1 rank):\n");
+  size_t total = 0;
+  for (const auto& [category, bytes] : plan.bytes) {
+    fmt::print("  {:<18} {:>12}\n", category, human_bytes(double(bytes)));
+    total += bytes;
+  }
+  fmt::print("  {:<18} {:>12}\n", "total", human_bytes(double(total)));
+}
+
+}  // namespace
+
+void add_info_command(CLI::App& app) {
+  auto recipe_path = std::make_shared<std::string>();
+  auto overrides = std::make_shared<std::vector<std::string>>();
+  auto keys = std::make_shared<bool>(false);
+  CLI::App* cmd = app.add_subcommand("info", "Print a recipe's model size, FLOPs and memory plan");
+  cmd->add_option("recipe", *recipe_path, "Recipe file (TOML)");
+  cmd->add_option("--set", *overrides, "Override a recipe key: section.key=value");
+  cmd->add_flag("--keys", *keys, "Print the reference of every recipe key (Markdown)");
+  cmd->callback([=] {
+    if (*keys) {
+      fmt::print("{}", recipe_key_reference());
+      return;
+    }
+    if (recipe_path->empty()) throw CLI::RequiredError("recipe");
+    print_info(load_recipe(*recipe_path, *overrides));
+  });
+}
+
+}  // namespace sigma::app

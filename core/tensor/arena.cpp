@@ -1,0 +1,31 @@
+#include "core/tensor/arena.h"
+
+namespace sigma {
+
+namespace {
+constexpr size_t kAlignment = 256;  // keeps every tensor aligned for vector loads and GPU copies
+}
+
+Tensor Arena::take(Shape shape, DType dtype, const std::string& category) {
+  Tensor t;
+  t.shape = shape;
+  t.dtype = dtype;
+  t.device = device_;
+  size_t bytes = (t.bytes() + kAlignment - 1) / kAlignment * kAlignment;
+  if (allocated()) {
+    t = buffer_.tensor(cursor_, shape, dtype);
+  } else {
+    by_category_[category] += bytes;
+  }
+  cursor_ += bytes;
+  if (cursor_ > cursor_max_) cursor_max_ = cursor_;
+  return t;
+}
+
+void Arena::allocate() {
+  SIGMA_CHECK(!allocated(), "arena allocated twice");
+  buffer_ = Buffer(cursor_max_, device_);
+  cursor_ = 0;
+}
+
+}  // namespace sigma

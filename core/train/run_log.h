@@ -1,0 +1,35 @@
+// RunLog: what a run tells its user. Plain lines go to the console and train.log; step
+// metrics go to metrics.jsonl (one JSON object per logged step). On a terminal the step line
+// is a live progress line redrawn in place; elsewhere (CI, files) every step line is kept.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+
+namespace sigma {
+
+class RunLog {
+ public:
+  // Opens (appends to) train.log and metrics.jsonl in out_dir. When resuming from
+  // `resume_step`, metrics rows after that step (logged before a crash) are dropped first,
+  // so the file reads as one uninterrupted run.
+  RunLog(const std::string& out_dir, int64_t resume_step);
+  ~RunLog();
+
+  void line(const std::string& text);      // a permanent line
+  void progress(const std::string& text);  // the live step line
+  void metrics(const nlohmann::json& row);
+
+ private:
+  void end_progress();
+
+  FILE* log_ = nullptr;
+  FILE* metrics_ = nullptr;
+  bool tty_ = false;
+  bool progress_open_ = false;
+};
+
+}  // namespace sigma

@@ -1,0 +1,288 @@
+#include "core/train/trainer.h"
+
+#include "core/checkpoint/checkpoint.h"
+#include "core/data/loader.h"
+#include "core/optim/adamw.h"
+#include "core/optim/lr_schedule.h"
+#include "core/train/batch_schedule.h"
+#include "core/train/run_log.h"
+#include "kernels/ops.h"
+#include "kernels/threads.h"
+#include "models/model_plan.h"
+#include "models/transformer.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+
+namespace sigma {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// The MFU denominator on a CPU: our own SGEMM path timed on a square problem.
+double measure_cpu_peak_flops() {
+  constexpr int64_t kSize = 512;
+  Buffer buffer(3 * kSize * kSize * sizeof(float), Device::kCpu);
+  Tensor a = buffer.tensor(0, {kSize, kSize}, DType::kF32);
+  Tensor b = buffer.tensor(a.bytes(), {kSize, kSize}, DType::kF32);
+  Tensor c = buffer.tensor(2 * a.bytes(), {kSize, kSize}, DType::kF32);
+  ops::matmul_forward(c, a, b);  // warm up
+  int reps = 0;
+  auto start = Clock::now();
+  while (seconds_since(start) < 0.2 || reps < 2) {
+    ops::matmul_forward(c, a, b);
+    ++reps;
+  }
+  return 2.0 * kSize * kSize * kSize * reps / seconds_since(start);
+}
+
+std::string format_duration(double seconds) {
+  int64_t s = int64_t(seconds);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::trunc);
+  out << text;
+  if (!out) fail("cannot write {}", path.string());
+}
+
+// Everything a run holds in memory, built from the recipe in layout passes.
+struct Engine {
+  Engine(const Recipe& recipe)
+      : recipe(recipe),
+        params(Device::kCpu),
+        activations(Device::kCpu),
+        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len) {
+    model.bind_params(params);
+    params.allocate();
+    model.bind_params(params);
+    model.layout_acts(activations);
+    activations.allocate();
+    model.layout_acts(activations);
+    optimizer.emplace(recipe.optimizer, params);
+  }
+
+  std::vector<CheckpointTensor> checkpoint_tensors() {
+    std::vector<CheckpointTensor> tensors;
+    const auto& list = params.list();
+    for (size_t i = 0; i < list.size(); ++i) {
+      const ParamInfo& p = list[i];
+      tensors.push_back({"model/" + p.name, p.param.value, p.shape, 0});
+      tensors.push_back({"optim/m/" + p.name, optimizer->m(i), p.shape, 0});
+      tensors.push_back({"optim/v/" + p.name, optimizer->v(i), p.shape, 0});
+    }
+    return tensors;
+  }
+
+  const Recipe& recipe;
+  ParameterSet params;
+  Arena activations;
+  Transformer model;
+  std::optional<AdamW> optimizer;
+};
+
+struct Progress {
+  int64_t step = 0;    // optimizer steps completed
+  int64_t tokens = 0;  // training tokens consumed
+};
+
+class Trainer {
+ public:
+  Trainer(const Recipe& recipe, const TrainOptions& options)
+      : recipe_(recipe),
+        options_(options),
+        engine_(recipe),
+        batches_(recipe.train, recipe.data.seq_len),
+        train_data_(recipe.data, Split::kTrain, recipe.run.seed),
+        plan_(plan_model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len)) {
+    if (recipe.eval.interval > 0 && recipe.data.valid_fraction > 0)
+      valid_data_.emplace(recipe.data, Split::kValid, recipe.run.seed);
+  }
+
+  void run() {
+    fs::create_directories(recipe_.run.out_dir);
+    std::optional<LoadedCheckpoint> resumed = restore();
+    log_.emplace(recipe_.run.out_dir, resumed ? resumed->step : -1);
+    write_text(fs::path(recipe_.run.out_dir) / "recipe.toml", recipe_.resolved_toml);
+    announce(resumed);
+
+    int64_t total = batches_.total_steps();
+    auto run_start = Clock::now();
+    int64_t first_step = progress_.step;
+    while (progress_.step < total) {
+      auto step_start = Clock::now();
+      double loss = train_step();
+      double step_seconds = seconds_since(step_start);
+      if (progress_.step % recipe_.log.interval == 0 || progress_.step == total)
+        log_step(loss, step_seconds, seconds_since(run_start) / double(progress_.step - first_step));
+      if (valid_data_ && progress_.step % recipe_.eval.interval == 0) validate();
+      bool stop = options_.stop_at_step > 0 && progress_.step >= options_.stop_at_step;
+      bool interval = recipe_.checkpoint.interval > 0 &&
+                      progress_.step % recipe_.checkpoint.interval == 0;
+      bool last = progress_.step == total && recipe_.checkpoint.save_final;
+      if (interval || last || stop) save();
+      if (stop) {
+        log_->line(fmt::format("stopped after step {} as asked; resume with --resume auto",
+                               progress_.step));
+        return;
+      }
+    }
+    log_->line(fmt::format("done: {} steps, {} tokens in {}", progress_.step, progress_.tokens,
+                           format_duration(seconds_since(run_start))));
+  }
+
+ private:
+  std::optional<LoadedCheckpoint> restore() {
+    std::string dir;
+    if (options_.resume == "auto") {
+      dir = find_latest_checkpoint(recipe_.checkpoint.dir);
+    } else if (!options_.resume.empty()) {
+      dir = resolve_checkpoint(options_.resume);
+    }
+    if (dir.empty()) {
+      engine_.params.initialize(recipe_.run.seed);
+      return std::nullopt;
+    }
+    std::vector<CheckpointTensor> tensors = engine_.checkpoint_tensors();
+    LoadedCheckpoint loaded = load_checkpoint(dir, tensors);
+    const auto& ints = loaded.state.ints;
+    auto get = [&](const char* key) {
+      auto it = ints.find(key);
+      if (it == ints.end()) fail("checkpoint {}: /state has no '{}'", dir, key);
+      return it->second;
+    };
+    progress_.step = get("step");
+    progress_.tokens = get("tokens");
+    train_data_.set_position(get("loader_position"));
+    return loaded;
+  }
+
+  void announce(const std::optional<LoadedCheckpoint>& resumed) {
+    peak_flops_ = recipe_.log.peak_tflops > 0 ? recipe_.log.peak_tflops * 1e12
+                                              : measure_cpu_peak_flops();
+    log_->line(fmt::format(
+        "sigma train: {} | {:.2f}M parameters | {:.3g} GFLOP/token | {} steps of {} tokens | "
+        "{} threads | MFU against {:.1f} GFLOP/s",
+        recipe_.run.name, plan_.total_params / 1e6, plan_.flops_per_token / 1e9,
+        batches_.total_steps(), batches_.micro_batches_at(progress_.tokens) *
+                                    batches_.tokens_per_micro_batch(),
+        threads_, peak_flops_ / 1e9));
+    if (resumed)
+      log_->line(fmt::format("resumed from {} at step {}", resumed->dir, progress_.step));
+  }
+
+  // One optimizer step over as many micro-batches as the batch schedule says.
+  double train_step() {
+    Transformer& model = engine_.model;
+    int64_t micro_batches = batches_.micro_batches_at(progress_.tokens);
+    int64_t step_tokens = micro_batches * batches_.tokens_per_micro_batch();
+    // Every token of the global batch weighs the same: the loss is their mean.
+    float loss_scale = float(1.0 / double(step_tokens));
+    engine_.params.zero_grads();
+    double loss_sum = 0;
+    for (int64_t i = 0; i < micro_batches; ++i) {
+      train_data_.next(recipe_.train.micro_batch, model.tokens().i32(), model.targets().i32());
+      loss_sum += model.forward();
+      model.backward(loss_scale);
+    }
+    double norm_sq = 0;
+    for (const ParamInfo& p : engine_.params.list()) norm_sq += ops::sum_squares(p.param.grad);
+    grad_norm_ = std::sqrt(norm_sq);
+    double clip = recipe_.train.grad_clip;
+    double grad_scale = clip > 0 && grad_norm_ > clip ? clip / (grad_norm_ + 1e-6) : 1.0;
+    lr_ = lr_at(recipe_.lr_scheduler, recipe_.optimizer.lr, progress_.step, batches_.total_steps());
+    engine_.optimizer->step(lr_, grad_scale, progress_.step + 1);
+    progress_.step += 1;
+    progress_.tokens += step_tokens;
+    last_step_tokens_ = step_tokens;
+    return loss_sum / double(step_tokens);
+  }
+
+  void log_step(double loss, double step_seconds, double mean_step_seconds) {
+    double tok_per_s = double(last_step_tokens_) / step_seconds;
+    double mfu = plan_.flops_per_token * tok_per_s / peak_flops_;
+    int64_t total = batches_.total_steps();
+    double eta = mean_step_seconds * double(total - progress_.step);
+    log_->metrics({{"step", progress_.step},
+                   {"tokens", progress_.tokens},
+                   {"loss", loss},
+                   {"lr", lr_},
+                   {"grad_norm", grad_norm_},
+                   {"tok_per_s", tok_per_s},
+                   {"mfu", mfu},
+                   {"step_ms", step_seconds * 1e3}});
+    log_->progress(fmt::format("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | "
+                               "{:.0f} tok/s | MFU {:.1f}% | ETA {}",
+                               progress_.step, fmt::formatted_size("{}", total), total, loss, lr_,
+                               grad_norm_, tok_per_s, 100 * mfu, format_duration(eta)));
+  }
+
+  void validate() {
+    Transformer& model = engine_.model;
+    valid_data_->set_position(0);  // the same held-out batches every time: comparable numbers
+    double loss_sum = 0;
+    for (int64_t i = 0; i < recipe_.eval.batches; ++i) {
+      valid_data_->next(recipe_.train.micro_batch, model.tokens().i32(), model.targets().i32());
+      loss_sum += model.forward();
+    }
+    double loss = loss_sum / double(recipe_.eval.batches * model.tokens_per_pass());
+    log_->metrics({{"step", progress_.step}, {"tokens", progress_.tokens}, {"valid_loss", loss}});
+    log_->line(fmt::format("step {} | validation loss {:.4f} ({} tokens)", progress_.step, loss,
+                           recipe_.eval.batches * model.tokens_per_pass()));
+  }
+
+  void save() {
+    SaveRequest request;
+    request.root = recipe_.checkpoint.dir;
+    request.step = progress_.step;
+    request.recipe_toml = recipe_.resolved_toml;
+    request.keep = recipe_.checkpoint.keep;
+    request.tensors = engine_.checkpoint_tensors();
+    request.state.ints = {{"step", progress_.step},
+                          {"tokens", progress_.tokens},
+                          {"seed", int64_t(recipe_.run.seed)},
+                          {"loader_position", train_data_.position()}};
+    auto start = Clock::now();
+    std::string dir = save_checkpoint(request);
+    log_->line(fmt::format("step {} | checkpoint {} ({:.2f} s)", progress_.step, dir,
+                           seconds_since(start)));
+  }
+
+  const Recipe& recipe_;
+  const TrainOptions& options_;
+  int threads_ = set_cpu_threads(int(recipe_.train.threads));
+  Engine engine_;
+  BatchSchedule batches_;
+  DataLoader train_data_;
+  std::optional<DataLoader> valid_data_;
+  ModelPlan plan_;
+  std::optional<RunLog> log_;
+  Progress progress_;
+  double peak_flops_ = 0, grad_norm_ = 0, lr_ = 0;
+  int64_t last_step_tokens_ = 0;
+};
+
+}  // namespace
+
+void train(const Recipe& recipe, const TrainOptions& options) {
+  validate_for_training(recipe);
+  if (recipe.train.device == DeviceKind::kCuda)
+    fail("train.device = \"cuda\": this build trains on the CPU only (the CUDA engine is issue 5)");
+  Trainer(recipe, options).run();
+}
+
+}  // namespace sigma

@@ -1,0 +1,43 @@
+// cpu_ops.h: the CPU reference backend, one function per op in kernels/ops.h.
+//
+// Same signatures and contracts as ops.h (read the docs there); kernels/dispatch.cpp checks
+// shapes and dtypes before calling these, so they assume well-formed fp32/i32 tensors in
+// host memory. Loops are OpenMP with static schedules and every reduction has a fixed
+// order, so results are bit-identical run to run for a given thread count.
+#pragma once
+
+#include "kernels/ops.h"
+
+namespace sigma::cpu {
+
+void embedding_forward(Tensor out, Tensor tokens, Tensor weight);
+void embedding_backward(Tensor d_weight, Tensor d_out, Tensor tokens);
+
+void matmul_forward(Tensor out, Tensor inp, Tensor weight);
+void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight);
+
+void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps);
+void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                      Tensor rstd);
+
+void rope_forward(Tensor out, Tensor inp, Tensor positions, float theta);
+void rope_backward(Tensor d_inp, Tensor d_out, Tensor positions, float theta);
+
+void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v);
+void attention_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q, Tensor k,
+                        Tensor v, Tensor out, Tensor lse);
+
+void swiglu_forward(Tensor out, Tensor gate, Tensor up);
+void swiglu_backward(Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
+
+void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets);
+void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, float loss_scale);
+
+void add(Tensor out, Tensor a, Tensor b);
+void scale(Tensor x, float scale);
+double sum_squares(Tensor x);
+double sum(Tensor x);
+
+void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::AdamWStep& step);
+
+}  // namespace sigma::cpu

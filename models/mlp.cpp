@@ -1,0 +1,47 @@
+#include "models/mlp.h"
+
+#include "kernels/ops.h"
+
+#include <cmath>
+
+namespace sigma {
+
+void Mlp::bind_params(ParameterSet& params, const std::string& prefix) {
+  int64_t d = config_.d_model, f = config_.d_ff;
+  double std = config_.init_std;
+  double out_std = config_.init_scale_residual ? std / std::sqrt(2.0 * config_.n_layers) : std;
+  gate_proj_ = params.add(prefix + "gate_proj.weight", {f, d}, ParamInit::kNormal, std, true);
+  up_proj_ = params.add(prefix + "up_proj.weight", {f, d}, ParamInit::kNormal, std, true);
+  down_proj_ = params.add(prefix + "down_proj.weight", {d, f}, ParamInit::kNormal, out_std, true);
+}
+
+void Mlp::layout_acts(Arena& arena, const std::string& category) {
+  gate_NF_ = arena.take({tokens_, config_.d_ff}, DType::kF32, category);
+  up_NF_ = arena.take({tokens_, config_.d_ff}, DType::kF32, category);
+  act_NF_ = arena.take({tokens_, config_.d_ff}, DType::kF32, category);
+}
+
+MlpGrads Mlp::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens) {
+  auto take = [&](int64_t cols) {
+    return arena.take({tokens, cols}, DType::kF32, "gradient scratch");
+  };
+  return {take(config.d_ff), take(config.d_ff), take(config.d_ff), take(config.d_model)};
+}
+
+void Mlp::forward(Tensor out_ND, Tensor h_ND) {
+  ops::matmul_forward(gate_NF_, h_ND, gate_proj_.value);
+  ops::matmul_forward(up_NF_, h_ND, up_proj_.value);
+  ops::swiglu_forward(act_NF_, gate_NF_, up_NF_);
+  ops::matmul_forward(out_ND, act_NF_, down_proj_.value);
+}
+
+void Mlp::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MlpGrads& g) {
+  ops::matmul_backward(g.d_act_NF, down_proj_.grad, d_out_ND, act_NF_, down_proj_.value);
+  ops::swiglu_backward(g.d_gate_NF, g.d_up_NF, g.d_act_NF, gate_NF_, up_NF_);
+  // h feeds gate_proj and up_proj: its gradient is the sum of both.
+  ops::matmul_backward(d_h_ND, gate_proj_.grad, g.d_gate_NF, h_ND, gate_proj_.value);
+  ops::matmul_backward(g.d_tmp_ND, up_proj_.grad, g.d_up_NF, h_ND, up_proj_.value);
+  ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
+}
+
+}  // namespace sigma

@@ -1,0 +1,36 @@
+// The dense SwiGLU feed-forward block: out = down_proj(silu(gate_proj(h)) * up_proj(h)).
+//
+// Shape legend: N tokens, D d_model, F d_ff. The MoE block (a later issue) replaces this one
+// with a router, a dispatcher and stacked experts of the same SwiGLU form.
+#pragma once
+
+#include "core/tensor/arena.h"
+#include "models/config.h"
+#include "models/parameters.h"
+
+namespace sigma {
+
+struct MlpGrads {
+  Tensor d_act_NF, d_gate_NF, d_up_NF, d_tmp_ND;
+};
+
+class Mlp {
+ public:
+  Mlp(const ModelConfig& config, int64_t tokens) : config_(config), tokens_(tokens) {}
+
+  void bind_params(ParameterSet& params, const std::string& prefix);
+  void layout_acts(Arena& arena, const std::string& category);
+  static MlpGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens);
+
+  void forward(Tensor out_ND, Tensor h_ND);
+  // d_h_ND (overwrite) from d_out_ND; parameter gradients accumulate.
+  void backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MlpGrads& scratch);
+
+ private:
+  const ModelConfig& config_;
+  int64_t tokens_;
+  Param gate_proj_, up_proj_, down_proj_;
+  Tensor gate_NF_, up_NF_, act_NF_;
+};
+
+}  // namespace sigma

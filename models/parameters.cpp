@@ -1,0 +1,48 @@
+#include "models/parameters.h"
+
+#include "core/random.h"
+
+namespace sigma {
+
+Param ParameterSet::add(const std::string& name, Shape shape, ParamInit init, double init_std,
+                        bool decay) {
+  Param p;
+  p.value = values_.take(shape, DType::kF32, "weights");
+  p.grad = grads_.take(shape, DType::kF32, "gradients");
+  if (!allocated()) {
+    params_.push_back({name, shape, init, init_std, decay, p});
+  } else {
+    SIGMA_CHECK(cursor_ < params_.size() && params_[cursor_].name == name,
+                "binding pass diverged from planning at {}", name);
+    params_[cursor_++].param = p;
+  }
+  return p;
+}
+
+void ParameterSet::allocate() {
+  values_.allocate();
+  grads_.allocate();
+  cursor_ = 0;
+}
+
+void ParameterSet::initialize(uint64_t seed) {
+  SIGMA_CHECK(allocated() && cursor_ == params_.size(), "initialize before binding");
+  for (const ParamInfo& info : params_) {
+    float* w = info.param.value.f32();
+    int64_t n = info.shape.numel();
+    if (info.init == ParamInit::kOnes) {
+      for (int64_t i = 0; i < n; ++i) w[i] = 1.0f;
+      continue;
+    }
+    Rng rng(seed_for(seed, info.name));
+    for (int64_t i = 0; i < n; ++i) w[i] = float(info.init_std * rng.normal());
+  }
+}
+
+int64_t ParameterSet::num_elements() const {
+  int64_t n = 0;
+  for (const ParamInfo& info : params_) n += info.shape.numel();
+  return n;
+}
+
+}  // namespace sigma

@@ -1,0 +1,59 @@
+// ParameterSet: every trainable tensor of a model, with its gradient, by its HF name.
+//
+// Values and gradients live in two planned arenas with identical layouts, so the optimizer
+// can keep its moments in a third and a checkpoint can name every tensor. Model code binds
+// its tensors in a layout pass that runs twice: once to plan (tensors have no data yet),
+// once after allocate() to receive real memory (see core/tensor/arena.h).
+#pragma once
+
+#include "core/tensor/arena.h"
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sigma {
+
+enum class ParamInit { kNormal, kOnes };
+
+struct Param {
+  Tensor value;
+  Tensor grad;
+};
+
+struct ParamInfo {
+  std::string name;  // e.g. "model.layers.0.self_attn.q_proj.weight"
+  Shape shape;
+  ParamInit init = ParamInit::kNormal;
+  double init_std = 0;
+  bool decay = true;  // takes weight decay
+  Param param;
+};
+
+class ParameterSet {
+ public:
+  explicit ParameterSet(Device device) : values_(device), grads_(device) {}
+
+  // Registers a parameter (planning pass) or returns it with memory (binding pass).
+  Param add(const std::string& name, Shape shape, ParamInit init, double init_std, bool decay);
+  // Allocates values and gradients; the model must then run its layout pass again.
+  void allocate();
+  bool allocated() const { return values_.allocated(); }
+
+  // Fills every value from its init rule. Each tensor draws from its own stream, seeded by
+  // (seed, name), so adding a parameter never changes the others' initial values.
+  void initialize(uint64_t seed);
+  void zero_grads() { grads_.zero(); }
+
+  const std::vector<ParamInfo>& list() const { return params_; }
+  int64_t num_elements() const;
+  const Arena& values() const { return values_; }
+
+ private:
+  Arena values_;
+  Arena grads_;
+  std::vector<ParamInfo> params_;
+  size_t cursor_ = 0;  // binding pass: index of the next parameter
+};
+
+}  // namespace sigma

@@ -1,0 +1,116 @@
+#include "models/transformer.h"
+
+#include "kernels/ops.h"
+
+#include <fmt/format.h>
+
+namespace sigma {
+
+Transformer::Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len)
+    : config_(config), batch_(batch), seq_len_(seq_len) {
+  for (int64_t l = 0; l < config.n_layers; ++l)
+    layers_.push_back({Attention(config, batch, seq_len), Mlp(config, batch * seq_len), {}, {}, {},
+                       {}, {}, {}});
+}
+
+void Transformer::bind_params(ParameterSet& params) {
+  int64_t d = config_.d_model, v = config_.vocab_size;
+  // Embeddings and norms take no weight decay unless the optimizer section says otherwise.
+  embed_tokens_ = params.add("model.embed_tokens.weight", {v, d}, ParamInit::kNormal,
+                             config_.init_std, false);
+  for (int64_t l = 0; l < config_.n_layers; ++l) {
+    Layer& layer = layers_[l];
+    std::string prefix = fmt::format("model.layers.{}.", l);
+    layer.input_layernorm =
+        params.add(prefix + "input_layernorm.weight", {d}, ParamInit::kOnes, 0, false);
+    layer.attention.bind_params(params, prefix + "self_attn.");
+    layer.post_attention_layernorm =
+        params.add(prefix + "post_attention_layernorm.weight", {d}, ParamInit::kOnes, 0, false);
+    layer.mlp.bind_params(params, prefix + "mlp.");
+  }
+  final_norm_ = params.add("model.norm.weight", {d}, ParamInit::kOnes, 0, false);
+  lm_head_ = config_.tie_embeddings
+                 ? embed_tokens_
+                 : params.add("lm_head.weight", {v, d}, ParamInit::kNormal, config_.init_std, true);
+}
+
+void Transformer::layout_acts(Arena& arena) {
+  int64_t n = batch_ * seq_len_, d = config_.d_model;
+  const std::string acts = "activations";
+  tokens_N_ = arena.take({n}, DType::kI32, acts);
+  targets_N_ = arena.take({n}, DType::kI32, acts);
+  positions_N_ = arena.take({n}, DType::kI32, acts);
+  residual_ND_.clear();
+  mid_ND_.clear();
+  for (int64_t l = 0; l <= config_.n_layers; ++l)
+    residual_ND_.push_back(arena.take({n, d}, DType::kF32, acts));
+  for (Layer& layer : layers_) {
+    mid_ND_.push_back(arena.take({n, d}, DType::kF32, acts));
+    layer.h1_ND = arena.take({n, d}, DType::kF32, acts);
+    layer.rstd1_N = arena.take({n}, DType::kF32, acts);
+    layer.h2_ND = arena.take({n, d}, DType::kF32, acts);
+    layer.rstd2_N = arena.take({n}, DType::kF32, acts);
+    layer.attention.layout_acts(arena, acts);
+    layer.mlp.layout_acts(arena, acts);
+  }
+  branch_ND_ = arena.take({n, d}, DType::kF32, acts);
+  final_ND_ = arena.take({n, d}, DType::kF32, acts);
+  final_rstd_N_ = arena.take({n}, DType::kF32, acts);
+  logits_NV_ = arena.take({n, config_.vocab_size}, DType::kF32, "logits");
+  losses_N_ = arena.take({n}, DType::kF32, acts);
+
+  d_res_ND_ = arena.take({n, d}, DType::kF32, "gradient scratch");
+  d_h_ND_ = arena.take({n, d}, DType::kF32, "gradient scratch");
+  d_tmp_ND_ = arena.take({n, d}, DType::kF32, "gradient scratch");
+  attention_grads_ = Attention::layout_grads(arena, config_, n);
+  mlp_grads_ = Mlp::layout_grads(arena, config_, n);
+
+  if (arena.allocated()) {
+    int32_t* pos = positions_N_.i32();
+    for (int64_t i = 0; i < n; ++i) pos[i] = int32_t(i % seq_len_);
+  }
+}
+
+double Transformer::forward() {
+  float eps = float(config_.norm_eps);
+  ops::embedding_forward(residual_ND_[0], tokens_N_, embed_tokens_.value);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& layer = layers_[l];
+    Tensor x = residual_ND_[l], mid = mid_ND_[l];
+    ops::rmsnorm_forward(layer.h1_ND, layer.rstd1_N, x, layer.input_layernorm.value, eps);
+    layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
+    ops::add(mid, x, branch_ND_);
+    ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.value, eps);
+    layer.mlp.forward(branch_ND_, layer.h2_ND);
+    ops::add(residual_ND_[l + 1], mid, branch_ND_);
+  }
+  ops::rmsnorm_forward(final_ND_, final_rstd_N_, residual_ND_.back(), final_norm_.value, eps);
+  ops::matmul_forward(logits_NV_, final_ND_, lm_head_.value);
+  ops::cross_entropy_forward(losses_N_, logits_NV_, targets_N_);
+  return ops::sum(losses_N_);
+}
+
+void Transformer::backward(float loss_scale) {
+  // The logits buffer becomes its own gradient: it is not needed after this point.
+  ops::cross_entropy_backward(logits_NV_, logits_NV_, targets_N_, loss_scale);
+  ops::matmul_backward(d_h_ND_, lm_head_.grad, logits_NV_, final_ND_, lm_head_.value);
+  ops::rmsnorm_backward(d_res_ND_, final_norm_.grad, d_h_ND_, residual_ND_.back(),
+                        final_norm_.value, final_rstd_N_);
+  for (size_t l = layers_.size(); l-- > 0;) {
+    Layer& layer = layers_[l];
+    Tensor x = residual_ND_[l], mid = mid_ND_[l];
+    // d_res holds d(loss)/d(x_{l+1}); the residual passes it straight to x_mid, and the MLP
+    // branch adds its share through the post-attention norm.
+    layer.mlp.backward(d_h_ND_, d_res_ND_, layer.h2_ND, mlp_grads_);
+    ops::rmsnorm_backward(d_tmp_ND_, layer.post_attention_layernorm.grad, d_h_ND_, mid,
+                          layer.post_attention_layernorm.value, layer.rstd2_N);
+    ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
+    layer.attention.backward(d_h_ND_, d_res_ND_, layer.h1_ND, positions_N_, attention_grads_);
+    ops::rmsnorm_backward(d_tmp_ND_, layer.input_layernorm.grad, d_h_ND_, x,
+                          layer.input_layernorm.value, layer.rstd1_N);
+    ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
+  }
+  ops::embedding_backward(embed_tokens_.grad, d_res_ND_, tokens_N_);
+}
+
+}  // namespace sigma
