@@ -1,12 +1,17 @@
-// sigma data prepare INPUT... --tokenizer byte --out PREFIX [--jsonl-field text]
-// Builds one Megatron indexed dataset (PREFIX.bin + PREFIX.idx) and prints its statistics.
-// Leaves out: `data train-tokenizer`, which arrives with the BPE tokenizer.
+// sigma data prepare INPUT... --out PREFIX [--tokenizer byte|FILE] [--jsonl-field F] [--threads N]
+// sigma data train-tokenizer INPUT... --vocab-size N --out tokenizer.json [...]
+// Builds a Megatron indexed dataset (PREFIX.bin + PREFIX.idx), or learns a byte-level BPE
+// tokenizer.json; draws prepare's progress on stderr and prints the final statistics.
+// Leaves out: the work itself (core/data/prepare.h, core/data/bpe_trainer.h).
 #include "app/commands.h"
+#include "core/data/bpe_trainer.h"
 #include "core/data/prepare.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <memory>
 
@@ -21,6 +26,29 @@ std::string human_count(double n) {
   return fmt::format("{:.0f}", n);
 }
 
+std::string progress_text(const PrepareProgress& p) {
+  double mb = double(p.bytes_read) / 1e6;
+  return fmt::format("{:.1f} MB read, {} docs, {} tokens, {:.1f} MB/s, {:.0f} s", mb,
+                     human_count(double(p.documents)), human_count(double(p.tokens)),
+                     mb / std::max(p.seconds, 1e-9), p.seconds);
+}
+
+// On a terminal the line is redrawn in place; in a log, one line every 30 s is enough.
+void install_progress(PrepareOptions& options) {
+  if (::isatty(STDERR_FILENO)) {
+    options.progress_interval_s = 0.25;
+    options.on_progress = [](const PrepareProgress& p) {
+      fmt::print(stderr, "\r\033[K{}{}", progress_text(p), p.done ? "\n" : "");
+      std::fflush(stderr);
+    };
+  } else {
+    options.progress_interval_s = 30;
+    options.on_progress = [](const PrepareProgress& p) {
+      if (!p.done) fmt::print(stderr, "prepare: {}\n", progress_text(p));
+    };
+  }
+}
+
 void print_stats(const PrepareOptions& options, const PrepareStats& stats) {
   std::error_code ec;
   auto bin_bytes = std::filesystem::file_size(options.out_prefix + ".bin", ec);
@@ -28,33 +56,85 @@ void print_stats(const PrepareOptions& options, const PrepareStats& stats) {
              ec ? 0.0 : double(bin_bytes) / 1e6);
   fmt::print("documents  {}\n", stats.documents);
   fmt::print("tokens     {} ({} tokenizer)\n", stats.tokens, options.tokenizer);
-  fmt::print("text       {:.2f} MB\n", double(stats.text_bytes) / 1e6);
-  fmt::print("time       {:.2f} s ({} tokens/s)\n", stats.seconds,
-             human_count(double(stats.tokens) / std::max(stats.seconds, 1e-9)));
+  fmt::print("text       {:.2f} MB ({:.2f} bytes/token)\n", double(stats.text_bytes) / 1e6,
+             double(stats.text_bytes) / double(std::max<int64_t>(stats.tokens, 1)));
+  fmt::print("time       {:.2f} s ({} tokens/s, {:.1f} MB/s, {} threads)\n", stats.seconds,
+             human_count(double(stats.tokens) / std::max(stats.seconds, 1e-9)),
+             double(stats.text_bytes) / 1e6 / std::max(stats.seconds, 1e-9), stats.threads);
   if (stats.skipped_files > 0)
     fmt::print("skipped    {} binary or unreadable file(s)\n", stats.skipped_files);
 }
 
-}  // namespace
-
-void add_data_command(CLI::App& app) {
+void add_prepare(CLI::App& data) {
   auto options = std::make_shared<PrepareOptions>();
-  CLI::App* data = app.add_subcommand("data", "Prepare token datasets");
-  data->require_subcommand(1);
-  CLI::App* prepare = data->add_subcommand(
+  CLI::App* prepare = data.add_subcommand(
       "prepare", "Tokenize text files, directories and JSONL into a Megatron indexed dataset");
   prepare->add_option("inputs", options->inputs,
                       "Files or directories (walked recursively); *.gz is decompressed, "
                       "*.jsonl holds one document per line")
       ->required();
-  prepare->add_option("--tokenizer", options->tokenizer, "Tokenizer: byte")
+  prepare->add_option("--tokenizer", options->tokenizer,
+                      "\"byte\", or a Hugging Face tokenizer.json (byte-level BPE)")
       ->capture_default_str();
   prepare->add_option("--out", options->out_prefix, "Output prefix: writes PREFIX.bin, PREFIX.idx")
       ->required();
   prepare->add_option("--jsonl-field", options->jsonl_field,
                       "The JSONL field that holds a document's text")
       ->capture_default_str();
-  prepare->callback([options] { print_stats(*options, prepare_dataset(*options)); });
+  prepare->add_option("--threads", options->num_threads,
+                      "Tokenizing threads (0: one per hardware thread); the output is the same "
+                      "for any count")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  prepare->callback([options] {
+    install_progress(*options);
+    print_stats(*options, prepare_dataset(*options));
+  });
+}
+
+void add_train_tokenizer(CLI::App& data) {
+  auto options = std::make_shared<BpeTrainOptions>();
+  auto specials = std::make_shared<std::vector<std::string>>();
+  CLI::App* train = data.add_subcommand(
+      "train-tokenizer",
+      "Learn a byte-level BPE from text and write a Hugging Face tokenizer.json");
+  train->add_option("inputs", options->inputs, "Text files or directories (walked recursively)")
+      ->required();
+  train->add_option("--vocab-size", options->vocab_size,
+                    "Special tokens + 256 bytes + merges")
+      ->required();
+  train->add_option("--out", options->out_path, "The tokenizer.json to write")->required();
+  train->add_option("--min-frequency", options->min_frequency,
+                    "A pair seen fewer times is never merged")
+      ->capture_default_str();
+  train->add_option("--special-token", *specials,
+                    "A special token, ids 0.. in the order given (default: <|endoftext|>)");
+  train->add_option("--bos-token", options->bos_token,
+                    "A special token the post-processor puts before every sequence");
+  train->add_option("--pattern", options->pattern,
+                    "Pre-tokenizer regex (default: GPT-2's); e.g. Llama-3's");
+  train->add_option("--threads", options->num_threads,
+                    "Counting threads (0: one per hardware thread)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  train->callback([options, specials] {
+    if (!specials->empty()) options->special_tokens = *specials;
+    BpeTrainStats stats = train_bpe(*options);
+    fmt::print("tokenizer  {} (vocabulary {}, {} merges)\n", options->out_path, stats.vocab_size,
+               stats.merges);
+    fmt::print("corpus     {} files, {:.2f} MB, {} distinct pre-tokens\n", stats.files,
+               double(stats.bytes) / 1e6, stats.distinct_pre_tokens);
+    fmt::print("time       {:.2f} s\n", stats.seconds);
+  });
+}
+
+}  // namespace
+
+void add_data_command(CLI::App& app) {
+  CLI::App* data = app.add_subcommand("data", "Prepare token datasets and tokenizers");
+  data->require_subcommand(1);
+  add_prepare(*data);
+  add_train_tokenizer(*data);
 }
 
 }  // namespace sigma::app

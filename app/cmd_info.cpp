@@ -40,6 +40,27 @@ void print_info(const Recipe& recipe) {
              human_count(double(plan.active_params)));
   fmt::print("FLOPs       {:.4g} GFLOP per token at seq_len {} (6 x active + attention)\n",
              plan.flops_per_token / 1e9, recipe.data.seq_len);
+  const MoeConfig& moe = m.moe;
+  if (moe.enabled()) {
+    fmt::print("moe         {} experts of width {} in layers {}-{}, {} shared{}, {} router{}\n",
+               moe.n_experts, moe.d_expert, moe.dense_layers, m.n_layers - 1, moe.n_shared_experts,
+               moe.n_shared_experts > 0 ? fmt::format(" of width {}", moe.shared_width()) : "",
+               moe.score == RouterScore::kSoftmax ? "softmax" : "sigmoid",
+               moe.renormalize ? ", renormalised" : "");
+    for (size_t i = 0; i < plan.moe_phases.size(); ++i) {
+      const PhaseCost& phase = plan.moe_phases[i];
+      std::string until = i < moe.phases.size()
+                              ? fmt::format("until {:g}% of steps", 100 * moe.phases[i].until)
+                              : std::string("to the end");
+      // Papers often quote activated parameters without the LM head: both are shown.
+      fmt::print("  phase {}   {}, top-k {}: {} active ({} without the LM head), {:.4g} GFLOP "
+                 "per token\n",
+                 i + 1, until, describe_top_k(phase.top_k, m.n_layers),
+                 human_count(double(phase.active_params)),
+                 human_count(double(phase.active_params - m.vocab_size * m.d_model)),
+                 phase.flops_per_token / 1e9);
+    }
+  }
   fmt::print("batch       micro-batch {} x {} tokens, global {} tokens\n", recipe.train.micro_batch,
              recipe.data.seq_len, recipe.train.global_batch_tokens);
   fmt::print("memory per rank (fp32 CPU engine, 1 rank):\n");

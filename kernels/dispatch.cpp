@@ -1,9 +1,9 @@
 // dispatch.cpp: sigma::ops::* checks shapes and dtypes, then routes on the tensors' device.
 //
-// The backends (kernels/cpu, kernels/cuda) assume what is checked here: matching shapes,
-// one device per call, fp32 on the CPU (fp32 or bf16 activations on CUDA, fp32 where ops.h
-// says so). A failed check is a bug in the caller, hence SIGMA_CHECK. Data values (token
-// ids, targets) are checked by the backends, which can see them.
+// The backends (kernels/cpu, kernels/cuda) assume what is checked here: matching shapes, one
+// device per call, fp32 on the CPU (fp32 or bf16 activations on CUDA; fp32 wherever ops.h says
+// so). A failed check is a bug in the calling code, hence SIGMA_CHECK. Data values (token ids,
+// targets) are checked by the backends, which can read them.
 #include "kernels/ops.h"
 
 #include "kernels/cpu/cpu_ops.h"
@@ -16,311 +16,419 @@
 namespace sigma::ops {
 namespace {
 
-// The device shared by an op's tensors; undefined (skipped) tensors do not count.
-Device device_of(const char* op, std::initializer_list<Tensor> tensors) {
-  const Tensor* first = nullptr;
-  for (const Tensor& t : tensors) {
-    if (!t.defined()) continue;
-    if (!first) first = &t;
-    SIGMA_CHECK(t.device == first->device, "{}: tensors on {} and {}", op,
-                device_name(first->device), device_name(t.device));
+struct Named {
+  const Tensor& tensor;
+  const char* name;
+};
+
+// The checks of one op call, with the op's name for their messages.
+class Check {
+ public:
+  // All defined tensors must share one device; undefined (skipped) ones do not count.
+  Check(const char* op, std::initializer_list<Tensor> tensors) : op_(op) {
+    const Tensor* first = nullptr;
+    for (const Tensor& t : tensors) {
+      if (!t.defined()) continue;
+      if (!first) first = &t;
+      SIGMA_CHECK(t.device == first->device, "{}: tensors on {} and {}", op_,
+                  device_name(first->device), device_name(t.device));
+    }
+    SIGMA_CHECK(first != nullptr, "{}: every tensor is undefined", op_);
+    device_ = first->device;
   }
-  SIGMA_CHECK(first != nullptr, "{}: every tensor is undefined", op);
-  return first->device;
-}
 
-// Activations are fp32 on the CPU; the CUDA backend also stores them in bf16.
-void check_float(Device device, const Tensor& t, const char* op, const char* name) {
-  bool ok = t.dtype == DType::kF32 || (device == Device::kCuda && t.dtype == DType::kBF16);
-  SIGMA_CHECK(ok, "{}: {} is {} on {}", op, name, dtype_name(t.dtype), device_name(device));
-}
+  Device device() const { return device_; }
 
-void check_dtype(const Tensor& t, DType dtype, const char* op, const char* name) {
-  SIGMA_CHECK(t.dtype == dtype, "{}: {} is {}, needs {}", op, name, dtype_name(t.dtype),
-              dtype_name(dtype));
-}
+  // Activations: fp32 on the CPU; the CUDA backend may also store them in bf16.
+  void activations(std::initializer_list<Named> list) const {
+    for (const Named& a : list) {
+      DType d = a.tensor.dtype;
+      SIGMA_CHECK(d == DType::kF32 || (device_ == Device::kCuda && d == DType::kBF16),
+                  "{}: {} is {} on {}", op_, a.name, dtype_name(d), device_name(device_));
+    }
+  }
 
-void check_numel(const Tensor& t, int64_t numel, const char* op, const char* name) {
-  SIGMA_CHECK(t.numel() == numel, "{}: {} {} has {} elements, needs {}", op, name, t.shape.str(),
-              t.numel(), numel);
-}
+  void dtype(std::initializer_list<Named> list, DType dtype) const {
+    for (const Named& a : list)
+      SIGMA_CHECK(a.tensor.dtype == dtype, "{}: {} is {}, needs {}", op_, a.name,
+                  dtype_name(a.tensor.dtype), dtype_name(dtype));
+  }
 
-void check_shape(const Tensor& t, const Shape& shape, const char* op, const char* name) {
-  SIGMA_CHECK(t.shape == shape, "{}: {} is {}, needs {}", op, name, t.shape.str(), shape.str());
-}
+  void numel(std::initializer_list<Named> list, int64_t numel) const {
+    for (const Named& a : list)
+      SIGMA_CHECK(a.tensor.numel() == numel, "{}: {} {} has {} elements, needs {}", op_, a.name,
+                  a.tensor.shape.str(), a.tensor.numel(), numel);
+  }
 
-[[noreturn]] void no_cuda(const char* op) {
-  fail("{} needs the CUDA backend; this build has none", op);
-}
+  void shape(const Named& a, const Shape& shape) const {
+    SIGMA_CHECK(a.tensor.shape == shape, "{}: {} is {}, needs {}", op_, a.name,
+                a.tensor.shape.str(), shape.str());
+  }
+
+  void rank(const Named& a, int rank) const {
+    SIGMA_CHECK(a.tensor.shape.rank == rank, "{}: {} is {}, needs rank {}", op_, a.name,
+                a.tensor.shape.str(), rank);
+  }
+
+  // out [N, O] = inp [N, I] @ weight [O, I]^T; inp and out may carry extra leading dims.
+  void matmul(const Named& out, const Tensor& inp, const Tensor& weight) const {
+    activations({out, {inp, "inp"}, {weight, "weight"}});
+    rank({weight, "weight"}, 2);
+    SIGMA_CHECK(inp.size(-1) == weight.size(1) && out.tensor.size(-1) == weight.size(0),
+                "{}: inp {}, weight {}, {} {}", op_, inp.shape.str(), weight.shape.str(), out.name,
+                out.tensor.shape.str());
+    numel({out}, inp.numel() / weight.size(1) * weight.size(0));
+  }
+
+  // x [..., C] normalized over C with weight [C] and one rstd per row.
+  void rmsnorm(const Named& x, const Tensor& inp, const Tensor& weight, const Tensor& rstd) const {
+    activations({x, {inp, "inp"}, {weight, "weight"}});
+    dtype({{rstd, "rstd"}}, DType::kF32);
+    numel({x}, inp.numel());
+    numel({{weight, "weight"}}, inp.size(-1));
+    numel({{rstd, "rstd"}}, inp.numel() / inp.size(-1));
+  }
+
+  // x [..., H, d] with one position per row of H heads.
+  void rope(const Tensor& out, const Tensor& inp, const Tensor& positions) const {
+    activations({{out, "out"}, {inp, "inp"}});
+    dtype({{positions, "positions"}}, DType::kI32);
+    SIGMA_CHECK(inp.shape.rank >= 3 && inp.size(-1) % 2 == 0, "{}: inp is {}, needs [..., H, even d]",
+                op_, inp.shape.str());
+    numel({{out, "out"}}, inp.numel());
+    numel({{positions, "positions"}}, inp.numel() / (inp.size(-2) * inp.size(-1)));
+  }
+
+  void attention(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                 const Tensor& v) const {
+    activations({{out, "out"}, {q, "q"}, {k, "k"}, {v, "v"}});
+    dtype({{lse, "lse"}}, DType::kF32);
+    rank({q, "q"}, 4);
+    rank({k, "k"}, 4);
+    rank({v, "v"}, 4);
+    int64_t b = q.size(0), t = q.size(1), n_q = q.size(2), n_k = k.size(2), n_v = v.size(2);
+    shape({k, "k"}, {b, t, n_k, q.size(3)});
+    shape({v, "v"}, {b, t, n_v, v.size(3)});
+    SIGMA_CHECK(n_k > 0 && n_v > 0 && n_q % n_k == 0 && n_q % n_v == 0,
+                "{}: n_q {} must be a multiple of n_k {} and of n_v {}", op_, n_q, n_k, n_v);
+    shape({out, "out"}, {b, t, n_q, v.size(3)});
+    shape({lse, "lse"}, {b, n_q, t});
+  }
+
+  // logits [N, V] (leading dims allowed), targets i32 [N].
+  void cross_entropy(const Tensor& logits, const Tensor& targets) const {
+    activations({{logits, "logits"}});
+    dtype({{targets, "targets"}}, DType::kI32);
+    numel({{targets, "targets"}}, logits.numel() / logits.size(-1));
+  }
+
+ private:
+  const char* op_;
+  Device device_ = Device::kCpu;
+};
 
 }  // namespace
 
-// Routes one call: `return cpu::op(...)` on the CPU, the CUDA twin (or a clear error) otherwise.
+// Ends an op: `return cpu::op(...)` on the CPU, the CUDA twin (or a clear error) otherwise.
 #ifdef SIGMA_CUDA
-#define SIGMA_ROUTE(device, op, ...)                         \
-  do {                                                       \
+#define SIGMA_ROUTE(device, op, ...)                           \
+  do {                                                         \
     if ((device) == Device::kCpu) return cpu::op(__VA_ARGS__); \
-    return cuda::op(__VA_ARGS__);                            \
+    return cuda::op(__VA_ARGS__);                              \
   } while (0)
 #else
-#define SIGMA_ROUTE(device, op, ...)                         \
-  do {                                                       \
-    if ((device) == Device::kCpu) return cpu::op(__VA_ARGS__); \
-    no_cuda(#op);                                            \
+#define SIGMA_ROUTE(device, op, ...)                                    \
+  do {                                                                  \
+    if ((device) == Device::kCpu) return cpu::op(__VA_ARGS__);          \
+    fail("{} needs the CUDA backend; this build has none", #op);        \
   } while (0)
 #endif
 
 void embedding_forward(Tensor out, Tensor tokens, Tensor weight) {
-  const char* op = "embedding_forward";
-  Device dev = device_of(op, {out, tokens, weight});
-  check_dtype(tokens, DType::kI32, op, "tokens");
-  check_float(dev, weight, op, "weight");
-  check_float(dev, out, op, "out");
-  SIGMA_CHECK(weight.shape.rank == 2, "{}: weight is {}", op, weight.shape.str());
-  check_numel(out, tokens.numel() * weight.size(1), op, "out");
-  SIGMA_ROUTE(dev, embedding_forward, out, tokens, weight);
+  Check c("embedding_forward", {out, tokens, weight});
+  c.activations({{out, "out"}, {weight, "weight"}});
+  c.dtype({{tokens, "tokens"}}, DType::kI32);
+  c.rank({weight, "weight"}, 2);
+  c.numel({{out, "out"}}, tokens.numel() * weight.size(1));
+  SIGMA_ROUTE(c.device(), embedding_forward, out, tokens, weight);
 }
 
 void embedding_backward(Tensor d_weight, Tensor d_out, Tensor tokens) {
-  const char* op = "embedding_backward";
-  Device dev = device_of(op, {d_weight, d_out, tokens});
-  check_dtype(tokens, DType::kI32, op, "tokens");
-  check_dtype(d_weight, DType::kF32, op, "d_weight");
-  check_float(dev, d_out, op, "d_out");
-  SIGMA_CHECK(d_weight.shape.rank == 2, "{}: d_weight is {}", op, d_weight.shape.str());
-  check_numel(d_out, tokens.numel() * d_weight.size(1), op, "d_out");
-  SIGMA_ROUTE(dev, embedding_backward, d_weight, d_out, tokens);
+  Check c("embedding_backward", {d_weight, d_out, tokens});
+  c.activations({{d_out, "d_out"}});
+  c.dtype({{d_weight, "d_weight"}}, DType::kF32);
+  c.dtype({{tokens, "tokens"}}, DType::kI32);
+  c.rank({d_weight, "d_weight"}, 2);
+  c.numel({{d_out, "d_out"}}, tokens.numel() * d_weight.size(1));
+  SIGMA_ROUTE(c.device(), embedding_backward, d_weight, d_out, tokens);
 }
-
-namespace {
-// out [N, O] = inp [N, I] @ weight[O, I]^T, where inp and out may carry extra leading dims.
-void check_matmul(Device dev, const char* op, const Tensor& out, const char* out_name,
-                  const Tensor& inp, const Tensor& weight) {
-  check_float(dev, out, op, out_name);
-  check_float(dev, inp, op, "inp");
-  check_float(dev, weight, op, "weight");
-  SIGMA_CHECK(weight.shape.rank == 2, "{}: weight is {}", op, weight.shape.str());
-  SIGMA_CHECK(inp.size(-1) == weight.size(1), "{}: inp {} against weight {}", op, inp.shape.str(),
-              weight.shape.str());
-  SIGMA_CHECK(out.size(-1) == weight.size(0), "{}: {} {} against weight {}", op, out_name,
-              out.shape.str(), weight.shape.str());
-  check_numel(out, inp.numel() / weight.size(1) * weight.size(0), op, out_name);
-}
-}  // namespace
 
 void matmul_forward(Tensor out, Tensor inp, Tensor weight) {
-  const char* op = "matmul_forward";
-  Device dev = device_of(op, {out, inp, weight});
-  check_matmul(dev, op, out, "out", inp, weight);
-  SIGMA_ROUTE(dev, matmul_forward, out, inp, weight);
+  Check c("matmul_forward", {out, inp, weight});
+  c.matmul({out, "out"}, inp, weight);
+  SIGMA_ROUTE(c.device(), matmul_forward, out, inp, weight);
 }
 
 void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight) {
-  const char* op = "matmul_backward";
-  Device dev = device_of(op, {d_inp, d_weight, d_out, inp, weight});
-  check_matmul(dev, op, d_out, "d_out", inp, weight);
-  check_dtype(d_weight, DType::kF32, op, "d_weight");
-  check_shape(d_weight, weight.shape, op, "d_weight");
+  Check c("matmul_backward", {d_inp, d_weight, d_out, inp, weight});
+  c.matmul({d_out, "d_out"}, inp, weight);
+  c.dtype({{d_weight, "d_weight"}}, DType::kF32);
+  c.shape({d_weight, "d_weight"}, weight.shape);
   if (d_inp.defined()) {
-    check_float(dev, d_inp, op, "d_inp");
-    check_numel(d_inp, inp.numel(), op, "d_inp");
+    c.activations({{d_inp, "d_inp"}});
+    c.numel({{d_inp, "d_inp"}}, inp.numel());
   }
-  SIGMA_ROUTE(dev, matmul_backward, d_inp, d_weight, d_out, inp, weight);
+  SIGMA_ROUTE(c.device(), matmul_backward, d_inp, d_weight, d_out, inp, weight);
 }
-
-namespace {
-void check_rmsnorm(Device dev, const char* op, const Tensor& x, const char* x_name,
-                   const Tensor& inp, const Tensor& weight, const Tensor& rstd) {
-  check_float(dev, x, op, x_name);
-  check_float(dev, inp, op, "inp");
-  check_float(dev, weight, op, "weight");
-  check_dtype(rstd, DType::kF32, op, "rstd");
-  int64_t c = inp.size(-1);
-  check_numel(weight, c, op, "weight");
-  check_numel(x, inp.numel(), op, x_name);
-  check_numel(rstd, inp.numel() / c, op, "rstd");
-}
-}  // namespace
 
 void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) {
-  const char* op = "rmsnorm_forward";
-  Device dev = device_of(op, {out, rstd, inp, weight});
-  check_rmsnorm(dev, op, out, "out", inp, weight, rstd);
-  SIGMA_ROUTE(dev, rmsnorm_forward, out, rstd, inp, weight, eps);
+  Check c("rmsnorm_forward", {out, rstd, inp, weight});
+  c.rmsnorm({out, "out"}, inp, weight, rstd);
+  SIGMA_ROUTE(c.device(), rmsnorm_forward, out, rstd, inp, weight, eps);
 }
 
 void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
                       Tensor rstd) {
-  const char* op = "rmsnorm_backward";
-  Device dev = device_of(op, {d_inp, d_weight, d_out, inp, weight, rstd});
-  check_rmsnorm(dev, op, d_out, "d_out", inp, weight, rstd);
-  check_float(dev, d_inp, op, "d_inp");
-  check_numel(d_inp, inp.numel(), op, "d_inp");
-  check_dtype(d_weight, DType::kF32, op, "d_weight");
-  check_numel(d_weight, weight.numel(), op, "d_weight");
-  SIGMA_ROUTE(dev, rmsnorm_backward, d_inp, d_weight, d_out, inp, weight, rstd);
+  Check c("rmsnorm_backward", {d_inp, d_weight, d_out, inp, weight, rstd});
+  c.rmsnorm({d_out, "d_out"}, inp, weight, rstd);
+  c.activations({{d_inp, "d_inp"}});
+  c.dtype({{d_weight, "d_weight"}}, DType::kF32);
+  c.numel({{d_inp, "d_inp"}}, inp.numel());
+  c.numel({{d_weight, "d_weight"}}, weight.numel());
+  SIGMA_ROUTE(c.device(), rmsnorm_backward, d_inp, d_weight, d_out, inp, weight, rstd);
 }
-
-namespace {
-// x [..., H, d]: one row of H heads per position.
-void check_rope(Device dev, const char* op, const Tensor& out, const Tensor& inp,
-                const Tensor& positions) {
-  check_float(dev, out, op, "out");
-  check_float(dev, inp, op, "inp");
-  check_dtype(positions, DType::kI32, op, "positions");
-  SIGMA_CHECK(inp.shape.rank >= 3 && inp.size(-1) % 2 == 0, "{}: inp is {}", op, inp.shape.str());
-  check_numel(out, inp.numel(), op, "out");
-  check_numel(positions, inp.numel() / (inp.size(-2) * inp.size(-1)), op, "positions");
-}
-}  // namespace
 
 void rope_forward(Tensor out, Tensor inp, Tensor positions, float theta) {
-  const char* op = "rope_forward";
-  Device dev = device_of(op, {out, inp, positions});
-  check_rope(dev, op, out, inp, positions);
-  SIGMA_ROUTE(dev, rope_forward, out, inp, positions, theta);
+  Check c("rope_forward", {out, inp, positions});
+  c.rope(out, inp, positions);
+  SIGMA_ROUTE(c.device(), rope_forward, out, inp, positions, theta);
 }
 
 void rope_backward(Tensor d_inp, Tensor d_out, Tensor positions, float theta) {
-  const char* op = "rope_backward";
-  Device dev = device_of(op, {d_inp, d_out, positions});
-  check_rope(dev, op, d_inp, d_out, positions);
-  SIGMA_ROUTE(dev, rope_backward, d_inp, d_out, positions, theta);
+  Check c("rope_backward", {d_inp, d_out, positions});
+  c.rope(d_inp, d_out, positions);
+  SIGMA_ROUTE(c.device(), rope_backward, d_inp, d_out, positions, theta);
 }
-
-namespace {
-void check_attention(Device dev, const char* op, const Tensor& out, const Tensor& lse,
-                     const Tensor& q, const Tensor& k, const Tensor& v) {
-  check_float(dev, out, op, "out");
-  check_float(dev, q, op, "q");
-  check_float(dev, k, op, "k");
-  check_float(dev, v, op, "v");
-  check_dtype(lse, DType::kF32, op, "lse");
-  SIGMA_CHECK(q.shape.rank == 4 && k.shape.rank == 4 && v.shape.rank == 4,
-              "{}: q {}, k {}, v {}", op, q.shape.str(), k.shape.str(), v.shape.str());
-  int64_t b = q.size(0), t = q.size(1), n_q = q.size(2), n_k = k.size(2), n_v = v.size(2);
-  check_shape(k, {b, t, n_k, q.size(3)}, op, "k");
-  SIGMA_CHECK(v.size(0) == b && v.size(1) == t, "{}: q {}, v {}", op, q.shape.str(),
-              v.shape.str());
-  SIGMA_CHECK(n_k > 0 && n_v > 0 && n_q % n_k == 0 && n_q % n_v == 0,
-              "{}: n_q {} must be a multiple of n_k {} and n_v {}", op, n_q, n_k, n_v);
-  check_shape(out, {b, t, n_q, v.size(3)}, op, "out");
-  check_shape(lse, {b, n_q, t}, op, "lse");
-}
-}  // namespace
 
 void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v) {
-  const char* op = "attention_forward";
-  Device dev = device_of(op, {out, lse, q, k, v});
-  check_attention(dev, op, out, lse, q, k, v);
-  SIGMA_ROUTE(dev, attention_forward, out, lse, q, k, v);
+  Check c("attention_forward", {out, lse, q, k, v});
+  c.attention(out, lse, q, k, v);
+  SIGMA_ROUTE(c.device(), attention_forward, out, lse, q, k, v);
 }
 
 void attention_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q, Tensor k,
                         Tensor v, Tensor out, Tensor lse) {
-  const char* op = "attention_backward";
-  Device dev = device_of(op, {d_q, d_k, d_v, d_out, q, k, v, out, lse});
-  check_attention(dev, op, out, lse, q, k, v);
-  check_float(dev, d_q, op, "d_q");
-  check_float(dev, d_k, op, "d_k");
-  check_float(dev, d_v, op, "d_v");
-  check_float(dev, d_out, op, "d_out");
-  check_shape(d_q, q.shape, op, "d_q");
-  check_shape(d_k, k.shape, op, "d_k");
-  check_shape(d_v, v.shape, op, "d_v");
-  check_shape(d_out, out.shape, op, "d_out");
-  SIGMA_ROUTE(dev, attention_backward, d_q, d_k, d_v, d_out, q, k, v, out, lse);
+  Check c("attention_backward", {d_q, d_k, d_v, d_out, q, k, v, out, lse});
+  c.attention(out, lse, q, k, v);
+  c.activations({{d_q, "d_q"}, {d_k, "d_k"}, {d_v, "d_v"}, {d_out, "d_out"}});
+  c.shape({d_q, "d_q"}, q.shape);
+  c.shape({d_k, "d_k"}, k.shape);
+  c.shape({d_v, "d_v"}, v.shape);
+  c.shape({d_out, "d_out"}, out.shape);
+  SIGMA_ROUTE(c.device(), attention_backward, d_q, d_k, d_v, d_out, q, k, v, out, lse);
 }
 
 void swiglu_forward(Tensor out, Tensor gate, Tensor up) {
-  const char* op = "swiglu_forward";
-  Device dev = device_of(op, {out, gate, up});
-  check_float(dev, out, op, "out");
-  check_float(dev, gate, op, "gate");
-  check_float(dev, up, op, "up");
-  check_numel(up, gate.numel(), op, "up");
-  check_numel(out, gate.numel(), op, "out");
-  SIGMA_ROUTE(dev, swiglu_forward, out, gate, up);
+  Check c("swiglu_forward", {out, gate, up});
+  c.activations({{out, "out"}, {gate, "gate"}, {up, "up"}});
+  c.numel({{out, "out"}, {up, "up"}}, gate.numel());
+  SIGMA_ROUTE(c.device(), swiglu_forward, out, gate, up);
 }
 
 void swiglu_backward(Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up) {
-  const char* op = "swiglu_backward";
-  Device dev = device_of(op, {d_gate, d_up, d_out, gate, up});
-  check_float(dev, d_gate, op, "d_gate");
-  check_float(dev, d_up, op, "d_up");
-  check_float(dev, d_out, op, "d_out");
-  check_float(dev, gate, op, "gate");
-  check_float(dev, up, op, "up");
-  for (const Tensor* t : {&d_gate, &d_up, &d_out, &up}) check_numel(*t, gate.numel(), op, "tensor");
-  SIGMA_ROUTE(dev, swiglu_backward, d_gate, d_up, d_out, gate, up);
+  Check c("swiglu_backward", {d_gate, d_up, d_out, gate, up});
+  std::initializer_list<Named> all = {
+      {d_gate, "d_gate"}, {d_up, "d_up"}, {d_out, "d_out"}, {gate, "gate"}, {up, "up"}};
+  c.activations(all);
+  c.numel(all, gate.numel());
+  SIGMA_ROUTE(c.device(), swiglu_backward, d_gate, d_up, d_out, gate, up);
 }
-
-namespace {
-// logits [N, V] (leading dims allowed), targets i32 [N].
-void check_cross_entropy(Device dev, const char* op, const Tensor& logits, const Tensor& targets) {
-  check_float(dev, logits, op, "logits");
-  check_dtype(targets, DType::kI32, op, "targets");
-  check_numel(targets, logits.numel() / logits.size(-1), op, "targets");
-}
-}  // namespace
 
 void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets) {
-  const char* op = "cross_entropy_forward";
-  Device dev = device_of(op, {losses, logits, targets});
-  check_cross_entropy(dev, op, logits, targets);
-  check_dtype(losses, DType::kF32, op, "losses");
-  check_numel(losses, targets.numel(), op, "losses");
-  SIGMA_ROUTE(dev, cross_entropy_forward, losses, logits, targets);
+  Check c("cross_entropy_forward", {losses, logits, targets});
+  c.cross_entropy(logits, targets);
+  c.dtype({{losses, "losses"}}, DType::kF32);
+  c.numel({{losses, "losses"}}, targets.numel());
+  SIGMA_ROUTE(c.device(), cross_entropy_forward, losses, logits, targets);
 }
 
 void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, float loss_scale) {
-  const char* op = "cross_entropy_backward";
-  Device dev = device_of(op, {d_logits, logits, targets});
-  check_cross_entropy(dev, op, logits, targets);
-  check_float(dev, d_logits, op, "d_logits");
-  check_shape(d_logits, logits.shape, op, "d_logits");
-  SIGMA_ROUTE(dev, cross_entropy_backward, d_logits, logits, targets, loss_scale);
+  Check c("cross_entropy_backward", {d_logits, logits, targets});
+  c.cross_entropy(logits, targets);
+  c.activations({{d_logits, "d_logits"}});
+  c.shape({d_logits, "d_logits"}, logits.shape);
+  SIGMA_ROUTE(c.device(), cross_entropy_backward, d_logits, logits, targets, loss_scale);
 }
 
 void add(Tensor out, Tensor a, Tensor b) {
-  const char* op = "add";
-  Device dev = device_of(op, {out, a, b});
-  check_float(dev, out, op, "out");
-  check_float(dev, a, op, "a");
-  check_float(dev, b, op, "b");
-  check_numel(a, out.numel(), op, "a");
-  check_numel(b, out.numel(), op, "b");
-  SIGMA_ROUTE(dev, add, out, a, b);
+  Check c("add", {out, a, b});
+  c.activations({{out, "out"}, {a, "a"}, {b, "b"}});
+  c.numel({{a, "a"}, {b, "b"}}, out.numel());
+  SIGMA_ROUTE(c.device(), add, out, a, b);
 }
 
 void scale(Tensor x, float scale) {
-  Device dev = device_of("scale", {x});
-  check_float(dev, x, "scale", "x");
-  SIGMA_ROUTE(dev, scale, x, scale);
+  Check c("scale", {x});
+  c.activations({{x, "x"}});
+  SIGMA_ROUTE(c.device(), scale, x, scale);
 }
 
 double sum_squares(Tensor x) {
-  Device dev = device_of("sum_squares", {x});
-  check_float(dev, x, "sum_squares", "x");
-  SIGMA_ROUTE(dev, sum_squares, x);
+  Check c("sum_squares", {x});
+  c.activations({{x, "x"}});
+  SIGMA_ROUTE(c.device(), sum_squares, x);
 }
 
 double sum(Tensor x) {
-  Device dev = device_of("sum", {x});
-  check_float(dev, x, "sum", "x");
-  SIGMA_ROUTE(dev, sum, x);
+  Check c("sum", {x});
+  c.activations({{x, "x"}});
+  SIGMA_ROUTE(c.device(), sum, x);
 }
 
 void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step) {
-  const char* op = "adamw_update";
-  Device dev = device_of(op, {param, grad, m, v});
-  check_dtype(param, DType::kF32, op, "param");
-  check_dtype(grad, DType::kF32, op, "grad");
-  check_dtype(m, DType::kF32, op, "m");
-  check_dtype(v, DType::kF32, op, "v");
-  for (const Tensor* t : {&grad, &m, &v}) check_numel(*t, param.numel(), op, "grad/m/v");
-  SIGMA_CHECK(step.step >= 1, "{}: step {} (1-based)", op, step.step);
-  SIGMA_ROUTE(dev, adamw_update, param, grad, m, v, step);
+  Check c("adamw_update", {param, grad, m, v});
+  std::initializer_list<Named> all = {{param, "param"}, {grad, "grad"}, {m, "m"}, {v, "v"}};
+  c.dtype(all, DType::kF32);
+  c.numel(all, param.numel());
+  SIGMA_CHECK(step.step >= 1, "adamw_update: step {} (steps count from 1)", step.step);
+  SIGMA_ROUTE(c.device(), adamw_update, param, grad, m, v, step);
+}
+
+// --- MoE router and dispatch: router tensors are fp32 on every device (DESIGN.md) ---------------
+
+void router_scores_forward(Tensor scores, Tensor logits, ScoreFunction fn) {
+  Check c("router_scores_forward", {scores, logits});
+  c.dtype({{scores, "scores"}, {logits, "logits"}}, DType::kF32);
+  c.shape({scores, "scores"}, logits.shape);
+  SIGMA_ROUTE(c.device(), router_scores_forward, scores, logits, fn);
+}
+
+void router_scores_backward(Tensor d_logits, Tensor d_scores, Tensor scores, ScoreFunction fn) {
+  Check c("router_scores_backward", {d_logits, d_scores, scores});
+  c.dtype({{d_logits, "d_logits"}, {d_scores, "d_scores"}, {scores, "scores"}}, DType::kF32);
+  c.shape({d_logits, "d_logits"}, scores.shape);
+  c.shape({d_scores, "d_scores"}, scores.shape);
+  SIGMA_ROUTE(c.device(), router_scores_backward, d_logits, d_scores, scores, fn);
+}
+
+void router_topk_forward(Tensor probs, Tensor experts, Tensor scores, Tensor bias,
+                         bool renormalize) {
+  Check c("router_topk_forward", {probs, experts, scores, bias});
+  c.dtype({{probs, "probs"}, {scores, "scores"}}, DType::kF32);
+  c.dtype({{experts, "experts"}}, DType::kI32);
+  c.rank({scores, "scores"}, 2);
+  int64_t n = scores.size(0), e = scores.size(1), k = probs.size(-1);
+  SIGMA_CHECK(k >= 1 && k <= e, "router_topk_forward: top-k {} of {} experts", k, e);
+  c.shape({probs, "probs"}, {n, k});
+  c.shape({experts, "experts"}, {n, k});
+  if (bias.defined()) {
+    c.dtype({{bias, "bias"}}, DType::kF32);
+    c.numel({{bias, "bias"}}, e);
+  }
+  SIGMA_ROUTE(c.device(), router_topk_forward, probs, experts, scores, bias, renormalize);
+}
+
+void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor experts,
+                          Tensor scores, bool renormalize) {
+  Check c("router_topk_backward", {d_scores, d_probs, probs, experts, scores});
+  c.dtype({{d_scores, "d_scores"}, {d_probs, "d_probs"}, {probs, "probs"}, {scores, "scores"}},
+          DType::kF32);
+  c.dtype({{experts, "experts"}}, DType::kI32);
+  c.rank({scores, "scores"}, 2);
+  c.shape({d_scores, "d_scores"}, scores.shape);
+  c.shape({d_probs, "d_probs"}, probs.shape);
+  c.shape({experts, "experts"}, {scores.size(0), probs.size(-1)});
+  SIGMA_ROUTE(c.device(), router_topk_backward, d_scores, d_probs, probs, experts, scores,
+              renormalize);
+}
+
+RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor logits, Tensor scores,
+                               float temperature) {
+  Check c("router_balance_sums", {score_sum, sharp_sum, logits, scores});
+  c.dtype({{score_sum, "score_sum"}, {logits, "logits"}, {scores, "scores"}}, DType::kF32);
+  c.shape({logits, "logits"}, scores.shape);
+  c.numel({{score_sum, "score_sum"}}, scores.size(-1));
+  if (sharp_sum.defined()) {
+    c.dtype({{sharp_sum, "sharp_sum"}}, DType::kF32);
+    c.numel({{sharp_sum, "sharp_sum"}}, scores.size(-1));
+  }
+  SIGMA_ROUTE(c.device(), router_balance_sums, score_sum, sharp_sum, logits, scores, temperature);
+}
+
+void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor g_score, float g_top1) {
+  Check c("router_balance_backward_scores", {d_scores, scores, g_score});
+  c.dtype({{d_scores, "d_scores"}, {scores, "scores"}, {g_score, "g_score"}}, DType::kF32);
+  c.shape({d_scores, "d_scores"}, scores.shape);
+  c.numel({{g_score, "g_score"}}, scores.size(-1));
+  SIGMA_ROUTE(c.device(), router_balance_backward_scores, d_scores, scores, g_score, g_top1);
+}
+
+void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sharp,
+                                    float temperature, float g_z) {
+  Check c("router_balance_backward_logits", {d_logits, logits, g_sharp});
+  c.dtype({{d_logits, "d_logits"}, {logits, "logits"}}, DType::kF32);
+  c.shape({d_logits, "d_logits"}, logits.shape);
+  if (g_sharp.defined()) {
+    c.dtype({{g_sharp, "g_sharp"}}, DType::kF32);
+    c.numel({{g_sharp, "g_sharp"}}, logits.size(-1));
+  }
+  SIGMA_ROUTE(c.device(), router_balance_backward_logits, d_logits, logits, g_sharp, temperature,
+              g_z);
+}
+
+void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts) {
+  Check c("moe_routing_map", {row_of, tokens_per_expert, experts});
+  c.dtype({{row_of, "row_of"}, {tokens_per_expert, "tokens_per_expert"}, {experts, "experts"}},
+          DType::kI32);
+  c.shape({row_of, "row_of"}, experts.shape);
+  SIGMA_ROUTE(c.device(), moe_routing_map, row_of, tokens_per_expert, experts);
+}
+
+void moe_permute_forward(Tensor out, Tensor inp, Tensor row_of) {
+  Check c("moe_permute_forward", {out, inp, row_of});
+  c.activations({{out, "out"}, {inp, "inp"}});
+  c.dtype({{row_of, "row_of"}}, DType::kI32);
+  c.rank({row_of, "row_of"}, 2);
+  c.shape({inp, "inp"}, {row_of.size(0), inp.size(-1)});
+  c.shape({out, "out"}, {row_of.numel(), inp.size(-1)});
+  SIGMA_ROUTE(c.device(), moe_permute_forward, out, inp, row_of);
+}
+
+void moe_permute_backward(Tensor d_inp, Tensor d_out, Tensor row_of) {
+  Check c("moe_permute_backward", {d_inp, d_out, row_of});
+  c.activations({{d_inp, "d_inp"}, {d_out, "d_out"}});
+  c.dtype({{row_of, "row_of"}}, DType::kI32);
+  c.rank({row_of, "row_of"}, 2);
+  c.shape({d_inp, "d_inp"}, {row_of.size(0), d_inp.size(-1)});
+  c.shape({d_out, "d_out"}, {row_of.numel(), d_inp.size(-1)});
+  SIGMA_ROUTE(c.device(), moe_permute_backward, d_inp, d_out, row_of);
+}
+
+void moe_unpermute_forward(Tensor out, Tensor inp, Tensor row_of, Tensor probs) {
+  Check c("moe_unpermute_forward", {out, inp, row_of, probs});
+  c.activations({{out, "out"}, {inp, "inp"}});
+  c.dtype({{row_of, "row_of"}}, DType::kI32);
+  c.dtype({{probs, "probs"}}, DType::kF32);
+  c.rank({row_of, "row_of"}, 2);
+  c.shape({probs, "probs"}, row_of.shape);
+  c.shape({out, "out"}, {row_of.size(0), out.size(-1)});
+  c.shape({inp, "inp"}, {row_of.numel(), out.size(-1)});
+  SIGMA_ROUTE(c.device(), moe_unpermute_forward, out, inp, row_of, probs);
+}
+
+void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor inp, Tensor row_of,
+                            Tensor probs) {
+  Check c("moe_unpermute_backward", {d_inp, d_probs, d_out, inp, row_of, probs});
+  c.activations({{d_inp, "d_inp"}, {d_out, "d_out"}, {inp, "inp"}});
+  c.dtype({{row_of, "row_of"}}, DType::kI32);
+  c.dtype({{probs, "probs"}, {d_probs, "d_probs"}}, DType::kF32);
+  c.rank({row_of, "row_of"}, 2);
+  c.shape({probs, "probs"}, row_of.shape);
+  c.shape({d_probs, "d_probs"}, row_of.shape);
+  c.shape({d_out, "d_out"}, {row_of.size(0), d_out.size(-1)});
+  c.shape({inp, "inp"}, {row_of.numel(), d_out.size(-1)});
+  c.shape({d_inp, "d_inp"}, inp.shape);
+  SIGMA_ROUTE(c.device(), moe_unpermute_backward, d_inp, d_probs, d_out, inp, row_of, probs);
 }
 
 }  // namespace sigma::ops

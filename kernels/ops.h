@@ -76,15 +76,66 @@ double sum(Tensor x);
 
 // --- AdamW (decoupled weight decay, Loshchilov & Hutter) -------------------------------------
 struct AdamWStep {
-  float lr;
-  float beta1;
-  float beta2;
-  float eps;
-  float weight_decay;  // 0 for tensors excluded from decay
-  int64_t step;        // 1-based, for bias correction
-  float grad_scale;    // multiplies the gradient first (clipping, loss averaging)
+  // Hyper-parameters stay in double, as PyTorch keeps them, and are rounded to the
+  // device's precision once inside the kernel.
+  double lr;
+  double beta1;
+  double beta2;
+  double eps;
+  double weight_decay;  // 0 for tensors excluded from decay
+  int64_t step;         // 1-based, for bias correction
+  double grad_scale;    // multiplies the gradient first (clipping, loss averaging)
 };
 // param, grad, m, v all [numel] f32 (master weights and moments are fp32 on every device).
 void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step);
+
+// --- MoE router (Sigma-MoE-Tiny; models/moe/README.md) ------------------------------------------
+// E experts, K chosen per token (a prefix view of the dropless buffers). Router math is fp32.
+enum class ScoreFunction { kSoftmax, kSigmoid };
+// scores = softmax(logits) per row, or sigmoid(logits) elementwise.   [N, E] f32 each.
+void router_scores_forward(Tensor scores, Tensor logits, ScoreFunction fn);
+// d_logits (overwrite) from d_scores through the score function.
+void router_scores_backward(Tensor d_logits, Tensor d_scores, Tensor scores, ScoreFunction fn);
+// experts i32 [N, K]: the K largest of scores + bias (bias f32 [E], may be undefined; it steers
+// selection only, DeepSeek-V3), ties to the lower expert index, in descending order.
+// probs [N, K] = the chosen scores, divided by their sum when renormalize.
+void router_topk_forward(Tensor probs, Tensor experts, Tensor scores, Tensor bias,
+                         bool renormalize);
+// d_scores (overwrite): zero except at the chosen experts.
+void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor experts,
+                          Tensor scores, bool renormalize);
+
+// Row sums behind the balancing losses and the balance metrics, in row order, in double.
+struct RouterSums {
+  double top1 = 0;     // sum_n max_e scores[n, e]
+  double z_sq = 0;     // sum_n logsumexp(logits[n])^2
+  double entropy = 0;  // sum_n entropy of scores[n] normalised to sum 1 (nats)
+};
+// score_sum [E] = sum_n scores[n, :]; sharp_sum [E] = sum_n softmax(logits[n] / temperature)
+// (skipped when undefined).
+RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor logits, Tensor scores,
+                               float temperature);
+// d_scores[n, e] += g_score[e] + g_top1 * (e == argmax scores[n], ties to the lower index).
+void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor g_score, float g_top1);
+// d_logits[n] += q (g_sharp - <q, g_sharp>) / temperature + 2 g_z lse_n softmax(logits[n]),
+// q = softmax(logits[n] / temperature); g_sharp [E] may be undefined.
+void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sharp,
+                                    float temperature, float g_z);
+
+// --- MoE dispatch: permute tokens into expert-contiguous rows and back ------------------------
+// R = N * K rows (dropless). row_of i32 [N, K]: the row of assignment (n, k) when rows are
+// grouped by expert in index order, tokens in order within each (a stable counting sort:
+// deterministic). tokens_per_expert i32 [E].
+void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts);
+// out[row_of[n, k]] = inp[n].   out [R, D], inp [N, D].
+void moe_permute_forward(Tensor out, Tensor inp, Tensor row_of);
+// d_inp[n] = sum_k d_out[row_of[n, k]] (overwrite, k in order).
+void moe_permute_backward(Tensor d_inp, Tensor d_out, Tensor row_of);
+// out[n] = sum_k probs[n, k] * inp[row_of[n, k]].   out [N, D], inp [R, D], probs [N, K].
+void moe_unpermute_forward(Tensor out, Tensor inp, Tensor row_of, Tensor probs);
+// d_inp[row_of[n, k]] = probs[n, k] * d_out[n]; d_probs[n, k] = <d_out[n], inp[row_of[n, k]]>.
+// Both overwrite.
+void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor inp, Tensor row_of,
+                            Tensor probs);
 
 }  // namespace sigma::ops

@@ -1,5 +1,8 @@
-// CPU threading for the kernels: OpenMP loops and OpenBLAS use the same thread count, fixed
-// for a run (the CPU reductions' order, and so bit-exact resume, depends on it).
+// CPU threading for the kernels: one OpenMP pool, fixed for a run.
+//
+// OpenBLAS is kept single-threaded: kernels/cpu/matmul.cpp splits each product into row
+// blocks over the OpenMP threads itself. Two pools on the same cores (OpenMP's and
+// OpenBLAS's own) spent much of a step spinning and yielding between them.
 #pragma once
 
 namespace sigma {

@@ -7,7 +7,7 @@
 namespace sigma {
 
 void Mlp::bind_params(ParameterSet& params, const std::string& prefix) {
-  int64_t d = config_.d_model, f = config_.d_ff;
+  int64_t d = config_.d_model, f = width_;
   double std = config_.init_std;
   double out_std = config_.init_scale_residual ? std / std::sqrt(2.0 * config_.n_layers) : std;
   gate_proj_ = params.add(prefix + "gate_proj.weight", {f, d}, ParamInit::kNormal, std, true);
@@ -16,16 +16,17 @@ void Mlp::bind_params(ParameterSet& params, const std::string& prefix) {
 }
 
 void Mlp::layout_acts(Arena& arena, const std::string& category) {
-  gate_NF_ = arena.take({tokens_, config_.d_ff}, DType::kF32, category);
-  up_NF_ = arena.take({tokens_, config_.d_ff}, DType::kF32, category);
-  act_NF_ = arena.take({tokens_, config_.d_ff}, DType::kF32, category);
+  gate_NF_ = arena.take({tokens_, width_}, DType::kF32, category);
+  up_NF_ = arena.take({tokens_, width_}, DType::kF32, category);
+  act_NF_ = arena.take({tokens_, width_}, DType::kF32, category);
 }
 
-MlpGrads Mlp::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens) {
+MlpGrads Mlp::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
+                           int64_t width) {
   auto take = [&](int64_t cols) {
     return arena.take({tokens, cols}, DType::kF32, "gradient scratch");
   };
-  return {take(config.d_ff), take(config.d_ff), take(config.d_ff), take(config.d_model)};
+  return {take(width), take(width), take(width), take(config.d_model)};
 }
 
 void Mlp::forward(Tensor out_ND, Tensor h_ND) {

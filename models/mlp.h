@@ -1,7 +1,7 @@
 // The dense SwiGLU feed-forward block: out = down_proj(silu(gate_proj(h)) * up_proj(h)).
 //
-// Shape legend: N tokens, D d_model, F d_ff. The MoE block (a later issue) replaces this one
-// with a router, a dispatcher and stacked experts of the same SwiGLU form.
+// Shape legend: N tokens, D d_model, F its inner width (d_ff; for an MoE layer's shared
+// experts, models/moe/moe_layer.h, their fused width).
 #pragma once
 
 #include "core/tensor/arena.h"
@@ -16,11 +16,13 @@ struct MlpGrads {
 
 class Mlp {
  public:
-  Mlp(const ModelConfig& config, int64_t tokens) : config_(config), tokens_(tokens) {}
+  Mlp(const ModelConfig& config, int64_t tokens, int64_t width)
+      : config_(config), tokens_(tokens), width_(width) {}
 
   void bind_params(ParameterSet& params, const std::string& prefix);
   void layout_acts(Arena& arena, const std::string& category);
-  static MlpGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens);
+  static MlpGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
+                               int64_t width);
 
   void forward(Tensor out_ND, Tensor h_ND);
   // d_h_ND (overwrite) from d_out_ND; parameter gradients accumulate.
@@ -28,7 +30,7 @@ class Mlp {
 
  private:
   const ModelConfig& config_;
-  int64_t tokens_;
+  int64_t tokens_, width_;
   Param gate_proj_, up_proj_, down_proj_;
   Tensor gate_NF_, up_NF_, act_NF_;
 };

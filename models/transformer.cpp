@@ -8,9 +8,14 @@ namespace sigma {
 
 Transformer::Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len)
     : config_(config), batch_(batch), seq_len_(seq_len) {
-  for (int64_t l = 0; l < config.n_layers; ++l)
-    layers_.push_back({Attention(config, batch, seq_len), Mlp(config, batch * seq_len), {}, {}, {},
-                       {}, {}, {}});
+  for (int64_t l = 0; l < config.n_layers; ++l) {
+    Layer layer{Attention(config, batch, seq_len), {}, {}, {}, {}, {}, {}, {}, {}};
+    if (config.moe.is_moe_layer(l))
+      layer.moe.emplace(config, batch * seq_len, l);
+    else
+      layer.mlp.emplace(config, batch * seq_len, config.d_ff);
+    layers_.push_back(std::move(layer));
+  }
 }
 
 void Transformer::bind_params(ParameterSet& params) {
@@ -26,7 +31,10 @@ void Transformer::bind_params(ParameterSet& params) {
     layer.attention.bind_params(params, prefix + "self_attn.");
     layer.post_attention_layernorm =
         params.add(prefix + "post_attention_layernorm.weight", {d}, ParamInit::kOnes, 0, false);
-    layer.mlp.bind_params(params, prefix + "mlp.");
+    if (layer.moe)
+      layer.moe->bind_params(params, prefix + "mlp.");
+    else
+      layer.mlp->bind_params(params, prefix + "mlp.");
   }
   final_norm_ = params.add("model.norm.weight", {d}, ParamInit::kOnes, 0, false);
   lm_head_ = config_.tie_embeddings
@@ -51,7 +59,10 @@ void Transformer::layout_acts(Arena& arena) {
     layer.h2_ND = arena.take({n, d}, DType::kF32, acts);
     layer.rstd2_N = arena.take({n}, DType::kF32, acts);
     layer.attention.layout_acts(arena, acts);
-    layer.mlp.layout_acts(arena, acts);
+    if (layer.moe)
+      layer.moe->layout_acts(arena, acts);
+    else
+      layer.mlp->layout_acts(arena, acts);
   }
   branch_ND_ = arena.take({n, d}, DType::kF32, acts);
   final_ND_ = arena.take({n, d}, DType::kF32, acts);
@@ -63,7 +74,11 @@ void Transformer::layout_acts(Arena& arena) {
   d_h_ND_ = arena.take({n, d}, DType::kF32, "gradient scratch");
   d_tmp_ND_ = arena.take({n, d}, DType::kF32, "gradient scratch");
   attention_grads_ = Attention::layout_grads(arena, config_, n);
-  mlp_grads_ = Mlp::layout_grads(arena, config_, n);
+  const MoeConfig& moe = config_.moe;
+  // Each kind of feed-forward block gets scratch only when some layer uses it.
+  if (!moe.enabled() || moe.dense_layers > 0)
+    mlp_grads_ = Mlp::layout_grads(arena, config_, n, config_.d_ff);
+  if (moe.enabled()) moe_grads_ = MoeLayer::layout_grads(arena, config_, n);
 
   if (arena.allocated()) {
     int32_t* pos = positions_N_.i32();
@@ -72,6 +87,15 @@ void Transformer::layout_acts(Arena& arena) {
 }
 
 double Transformer::forward() {
+  forward_layers();
+  float eps = float(config_.norm_eps);
+  ops::rmsnorm_forward(final_ND_, final_rstd_N_, residual_ND_.back(), final_norm_.value, eps);
+  ops::matmul_forward(logits_NV_, final_ND_, lm_head_.value);
+  ops::cross_entropy_forward(losses_N_, logits_NV_, targets_N_);
+  return ops::sum(losses_N_);
+}
+
+void Transformer::forward_layers() {
   float eps = float(config_.norm_eps);
   ops::embedding_forward(residual_ND_[0], tokens_N_, embed_tokens_.value);
   for (size_t l = 0; l < layers_.size(); ++l) {
@@ -81,13 +105,12 @@ double Transformer::forward() {
     layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
     ops::add(mid, x, branch_ND_);
     ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.value, eps);
-    layer.mlp.forward(branch_ND_, layer.h2_ND);
+    if (layer.moe)
+      layer.moe->forward(branch_ND_, layer.h2_ND);
+    else
+      layer.mlp->forward(branch_ND_, layer.h2_ND);
     ops::add(residual_ND_[l + 1], mid, branch_ND_);
   }
-  ops::rmsnorm_forward(final_ND_, final_rstd_N_, residual_ND_.back(), final_norm_.value, eps);
-  ops::matmul_forward(logits_NV_, final_ND_, lm_head_.value);
-  ops::cross_entropy_forward(losses_N_, logits_NV_, targets_N_);
-  return ops::sum(losses_N_);
 }
 
 void Transformer::backward(float loss_scale) {
@@ -101,7 +124,11 @@ void Transformer::backward(float loss_scale) {
     Tensor x = residual_ND_[l], mid = mid_ND_[l];
     // d_res holds d(loss)/d(x_{l+1}); the residual passes it straight to x_mid, and the MLP
     // branch adds its share through the post-attention norm.
-    layer.mlp.backward(d_h_ND_, d_res_ND_, layer.h2_ND, mlp_grads_);
+    if (layer.moe)
+      layer.moe->backward(d_h_ND_, d_res_ND_, layer.h2_ND, *moe_grads_,
+                          loss_scale * float(tokens_per_pass()));
+    else
+      layer.mlp->backward(d_h_ND_, d_res_ND_, layer.h2_ND, *mlp_grads_);
     ops::rmsnorm_backward(d_tmp_ND_, layer.post_attention_layernorm.grad, d_h_ND_, mid,
                           layer.post_attention_layernorm.value, layer.rstd2_N);
     ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
@@ -111,6 +138,28 @@ void Transformer::backward(float loss_scale) {
     ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
   }
   ops::embedding_backward(embed_tokens_.grad, d_res_ND_, tokens_N_);
+}
+
+double Transformer::aux_loss() const {
+  double aux = 0;
+  for (const Layer& layer : layers_)
+    if (layer.moe) aux += layer.moe->aux_loss();
+  return aux;
+}
+
+void Transformer::set_moe_phase(int64_t phase) {
+  for (Layer& layer : layers_)
+    if (layer.moe) layer.moe->set_phase(phase);
+}
+
+std::vector<std::pair<std::string, Tensor>> Transformer::state_tensors() {
+  std::vector<std::pair<std::string, Tensor>> state;
+  for (size_t l = 0; l < layers_.size(); ++l)
+    if (layers_[l].moe && layers_[l].moe->bias().defined())
+      // Hugging Face's DeepSeek-V3 name for the selection bias.
+      state.emplace_back(fmt::format("model.layers.{}.mlp.gate.e_score_correction_bias", l),
+                         layers_[l].moe->bias());
+  return state;
 }
 
 }  // namespace sigma

@@ -1,10 +1,13 @@
-// The dense Sigma decoder: embedding, pre-norm blocks (DiffQKV attention + SwiGLU), final
-// norm and LM head, with an explicit forward and backward (no autograd; DESIGN.md, "The engine").
+// The Sigma decoder: embedding, pre-norm blocks (DiffQKV attention + a SwiGLU MLP or an MoE
+// block), final norm and LM head, with an explicit forward and backward (no autograd;
+// DESIGN.md, "The engine").
 //
 // Shape legend: B micro-batch, T sequence length, N = B*T tokens, D d_model, V vocab.
 //   x_0 = embed(tokens)
 //   x_mid = x_l + attention(rmsnorm(x_l));  x_{l+1} = x_mid + mlp(rmsnorm(x_mid))
 //   loss = cross_entropy(lm_head(rmsnorm(x_L)), targets)
+// With [model.moe], mlp is an MoeLayer from layer model.moe.dense_layers on, and each MoE
+// layer adds its balancing losses (aux_loss()), whose gradients backward includes.
 // Every activation backward needs is saved in the planned arena; nothing is recomputed yet.
 #pragma once
 
@@ -12,8 +15,11 @@
 #include "models/attention.h"
 #include "models/config.h"
 #include "models/mlp.h"
+#include "models/moe/moe_layer.h"
 #include "models/parameters.h"
 
+#include <optional>
+#include <utility>
 #include <vector>
 
 namespace sigma {
@@ -32,8 +38,24 @@ class Transformer {
 
   // Runs forward and returns the sum of the per-token losses.
   double forward();
-  // Backpropagates loss_scale * (sum of losses); parameter gradients accumulate.
+  // The layers only, no LM head: the routing pre-pass of global-batch LBL.
+  void forward_layers();
+  // Backpropagates loss_scale * (sum of losses + tokens_per_pass() * aux_loss()), so the
+  // balancing losses, means over a micro-batch, weigh like its mean token loss. Parameter
+  // gradients accumulate.
   void backward(float loss_scale);
+
+  // The last forward's balancing losses, summed over MoE layers (0 for a dense model).
+  double aux_loss() const;
+  // The MoE block of layer l, or nullptr where the layer is dense.
+  MoeLayer* moe_layer(int64_t l) {
+    std::optional<MoeLayer>& moe = layers_[size_t(l)].moe;
+    return moe ? &*moe : nullptr;
+  }
+  // Every MoE layer switches to the top-k of progressive-sparsification phase `phase`.
+  void set_moe_phase(int64_t phase);
+  // Non-trainable state a checkpoint must keep (the expert biases), by name.
+  std::vector<std::pair<std::string, Tensor>> state_tensors();
 
   const ModelConfig& config() const { return config_; }
   int64_t tokens_per_pass() const { return batch_ * seq_len_; }
@@ -41,7 +63,8 @@ class Transformer {
  private:
   struct Layer {
     Attention attention;
-    Mlp mlp;
+    std::optional<Mlp> mlp;       // dense layers
+    std::optional<MoeLayer> moe;  // MoE layers
     Param input_layernorm, post_attention_layernorm;
     Tensor h1_ND, rstd1_N, h2_ND, rstd2_N;  // normed inputs of the two branches
   };
@@ -59,7 +82,8 @@ class Transformer {
   // Gradient scratch, shared by all layers.
   Tensor d_res_ND_, d_h_ND_, d_tmp_ND_;
   AttentionGrads attention_grads_;
-  MlpGrads mlp_grads_;
+  std::optional<MlpGrads> mlp_grads_;
+  std::optional<MoeGrads> moe_grads_;
 };
 
 }  // namespace sigma

@@ -125,7 +125,7 @@ TEST_CASE("checkpoint: save and load round trip tensors, state and recipe") {
   CHECK(rows == std::vector<float>(w.begin() + 8, w.end()));
 }
 
-TEST_CASE("checkpoint: latest names the newest committed step; resolve accepts the root") {
+TEST_CASE("checkpoint: latest names the newest committed step, and resolve accepts the root") {
   TempDir tmp("ckpt_latest");
   std::string root = tmp.str("ckpt");
   CHECK(find_latest_checkpoint(root).empty());

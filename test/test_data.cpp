@@ -1,5 +1,8 @@
 // Data: the MMIDIDX format byte for byte, corrupt files, the byte tokenizer, the loader's
-// windows, shuffling, resume and blending, the validation split, and `data prepare`.
+// windows, shuffling, resume and blending, the validation split, and `data prepare` (input
+// kinds, thread-count independence, bounded memory, BPE documents read back).
+#include "core/data/bpe_tokenizer.h"
+#include "core/data/bpe_trainer.h"
 #include "core/data/indexed_dataset.h"
 #include "core/data/loader.h"
 #include "core/data/prepare.h"
@@ -7,6 +10,7 @@
 #include "core/error.h"
 
 #include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -15,6 +19,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -82,6 +87,20 @@ std::string idx_bytes(uint8_t dtype, const std::vector<int32_t>& lengths,
   return bytes;
 }
 
+// The process's peak resident memory since the last reset (Linux: VmHWM, reset through
+// /proc/self/clear_refs), in bytes; -1 where it cannot be read.
+int64_t reset_peak_rss() { return std::ofstream("/proc/self/clear_refs") << "5" ? 0 : -1; }
+int64_t peak_rss() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.starts_with("VmHWM:")) return std::stoll(line.substr(6)) * 1024;
+  return -1;
+}
+
+std::string json_line(const std::string& text) {
+  return nlohmann::json({{"text", text}}).dump() + "\n";
+}
+
 std::vector<int32_t> read_document(const IndexedDataset& data, int64_t d) {
   std::vector<int32_t> tokens(size_t(data.document_length(d)));
   data.read_document(d, 0, int64_t(tokens.size()), tokens.data());
@@ -130,7 +149,7 @@ TEST_CASE("data: the byte tokenizer maps bytes to ids and 256 to end of document
   ids.push_back(256);
   CHECK(tokenizer->decode(ids) == text);
   CHECK_THROWS_WITH_AS(make_tokenizer("gpt2.json"),
-                       "tokenizer 'gpt2.json': only \"byte\" is available in this build",
+                       "tokenizer 'gpt2.json': not \"byte\" and not a tokenizer.json file",
                        UserError);
 }
 
@@ -397,4 +416,107 @@ TEST_CASE("data: prepare reads directories, .gz and JSONL in order and skips bin
   options.inputs = {tmp.str("no/such/file")};
   CHECK_THROWS_WITH_AS(prepare_dataset(options),
                        ("input " + tmp.str("no/such/file") + ": not found").c_str(), UserError);
+}
+
+TEST_CASE("data: prepare is byte-identical for 1 and 2 threads and holds a bounded batch queue") {
+  DataTempDir tmp("data_prepare_threads");
+  std::mt19937 rng(11);
+  auto random_text = [&](size_t length) {
+    std::string text;
+    while (text.size() < length)
+      text += "word" + std::to_string(rng() % 1000) + (rng() % 9 ? " " : "\n");
+    return text;
+  };
+  // ~1.5 MB in all: a streamed JSONL (also gzipped) and many small files.
+  fs::create_directories(tmp.str("in"));
+  std::string jsonl;
+  for (int i = 0; i < 1500; ++i) jsonl += json_line(random_text(1 + rng() % 700));
+  write_bytes(tmp.str("in/a.jsonl"), jsonl);
+  write_bytes(tmp.str("z.jsonl"), jsonl);
+  REQUIRE(std::system(fmt::format("gzip -f '{}'", tmp.str("z.jsonl")).c_str()) == 0);
+  for (int i = 0; i < 300; ++i)
+    write_bytes(tmp.str(fmt::format("in/t{:03d}.txt", i)), random_text(900));
+
+  PrepareOptions options;
+  options.inputs = {tmp.str("in"), tmp.str("z.jsonl.gz")};
+  options.batch_bytes = 16 << 10;
+  options.max_batches_in_flight = 3;
+  int64_t progress_calls = 0;
+  options.on_progress = [&](const PrepareProgress& p) { progress_calls += p.done; };
+  std::vector<std::string> outputs;
+  for (int threads : {1, 2}) {
+    options.num_threads = threads;
+    options.out_prefix = tmp.str(fmt::format("out{}", threads));
+    bool rss_known = reset_peak_rss() == 0 && peak_rss() > 0;
+    int64_t rss_before = peak_rss();
+    PrepareStats stats = prepare_dataset(options);
+    // Threads' stacks, 1 MiB read buffers and the allocator's arenas come to a few MB; a
+    // whole-input buffer or an oversized allocation per document would add tens.
+    if (rss_known) CHECK(peak_rss() - rss_before < (int64_t(12) << 20));
+    CHECK(stats.documents == 1500 * 2 + 300);
+    CHECK(stats.threads == threads);
+    // The reader never gets more than the queue bound ahead of the writer: three batches,
+    // each cut at the first document past 16 KiB (documents here are under 1 KiB).
+    CHECK(stats.peak_buffered_bytes <= 3 * ((16 << 10) + 1024));
+    CHECK(stats.peak_buffered_bytes * 20 < stats.text_bytes);
+    outputs.push_back(read_bytes(options.out_prefix + ".bin") +
+                      read_bytes(options.out_prefix + ".idx"));
+  }
+  CHECK(progress_calls == 2);  // one final report per run
+  CHECK(outputs[0].size() > 1000000);
+  CHECK(outputs[0] == outputs[1]);
+}
+
+TEST_CASE("data: prepare with a tokenizer.json writes BOS text EOS and reads back per document") {
+  DataTempDir tmp("data_prepare_bpe");
+  std::string corpus;
+  for (int i = 0; i < 300; ++i)
+    corpus += fmt::format("the token {} of the corpus, naïve 中文\n", i);
+  write_bytes(tmp.str("corpus.txt"), corpus);
+  const std::vector<std::string> texts = {"the corpus", "héllo\n\nworld 123", "x", "中文 token"};
+  std::string jsonl;
+  for (const std::string& text : texts) jsonl += json_line(text);
+  write_bytes(tmp.str("docs.jsonl"), jsonl);
+
+  const char* llama3 = R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|)"
+                       R"( ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+  for (bool with_bos : {false, true}) {
+    BpeTrainOptions train;
+    train.inputs = {tmp.str("corpus.txt")};
+    train.out_path = tmp.str("tokenizer.json");
+    train.vocab_size = 400;
+    if (with_bos) {
+      train.pattern = llama3;
+      train.special_tokens = {"<|begin_of_text|>", "<|end_of_text|>"};
+      train.bos_token = "<|begin_of_text|>";
+    }
+    train_bpe(train);
+    BpeTokenizer tokenizer(train.out_path);
+    int32_t eos = tokenizer.eos_id();
+
+    PrepareOptions options;
+    options.inputs = {tmp.str("docs.jsonl")};
+    options.tokenizer = train.out_path;
+    options.out_prefix = tmp.str("out/ds");
+    PrepareStats stats = prepare_dataset(options);
+    CHECK(stats.documents == int64_t(texts.size()));
+    IndexedDataset data(options.out_prefix);
+    REQUIRE(data.num_documents() == int64_t(texts.size()));
+    for (int64_t d = 0; d < data.num_documents(); ++d) {
+      std::vector<int32_t> tokens = read_document(data, d);
+      std::vector<int32_t> want = tokenizer.encode(texts[d], AddSpecialTokens::kNo);
+      if (with_bos) want.insert(want.begin(), *tokenizer.token_to_id("<|begin_of_text|>"));
+      want.push_back(eos);
+      CHECK(tokens == want);
+      CHECK(tokenizer.decode(tokens) == texts[d]);
+    }
+  }
+  write_bytes(tmp.str("broken.json"), "{\"model\": ");
+  PrepareOptions options;
+  options.inputs = {tmp.str("docs.jsonl")};
+  options.tokenizer = tmp.str("broken.json");
+  options.out_prefix = tmp.str("out/broken");
+  CHECK_THROWS_WITH_AS(prepare_dataset(options), doctest::Contains("broken.json: not valid JSON"),
+                       UserError);
+  CHECK(!fs::exists(options.out_prefix + ".bin"));
 }

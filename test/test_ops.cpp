@@ -5,13 +5,15 @@
 //
 // The naive twins are templates: in double they are the reference; in float they measure
 // how much error plain fp32 arithmetic makes, which is what a fast op's tolerance is
-// derived from (STYLE.md, "Fast and reference"). A CUDA backend adds its rows by running
-// the same checkers on device tensors.
+// derived from (STYLE.md, "Fast and reference"). The file is long (~700 lines) because the
+// parity table, the twins and the checkers it runs are one piece; split by op family, each
+// part would repeat the helpers.
 #include "core/error.h"
 #include "core/random.h"
 #include "kernels/ops.h"
 #include "kernels/threads.h"
 
+#include <cblas.h>
 #include <doctest/doctest.h>
 #include <omp.h>
 
@@ -215,9 +217,26 @@ Errors embedding_forward_errors(Rng& rng, int64_t n, int64_t v, int64_t d) {
   return {rel_error(out, ref), rel_error(naive_embedding(w, tok, d), ref)};
 }
 
-Errors matmul_forward_errors(Rng& rng, int64_t n, int64_t i, int64_t o) {
+// Who splits a matmul over the cores (kernels/cpu/matmul.cpp): OpenBLAS's own threads, or
+// OpenMP threads each calling a single-threaded sgemm on a block of rows.
+enum class MatmulSplit { kOpenBlas, kOpenMp };
+
+// Sets OpenBLAS's thread count for one scope (both paths are tested whatever the default).
+class BlasThreads {
+ public:
+  explicit BlasThreads(MatmulSplit split) : saved_(openblas_get_num_threads()) {
+    openblas_set_num_threads(split == MatmulSplit::kOpenMp ? 1 : 2);
+  }
+  ~BlasThreads() { openblas_set_num_threads(saved_); }
+
+ private:
+  int saved_;
+};
+
+Errors matmul_forward_errors(Rng& rng, int64_t n, int64_t i, int64_t o, MatmulSplit split) {
   auto x = randn(rng, n * i), w = randn(rng, o * i);
   std::vector<float> out(static_cast<size_t>(n * o), kNaN);
+  BlasThreads blas(split);
   ops::matmul_forward(view(out, {n, o}), view(x, {n, i}), view(w, {o, i}));
   auto ref = naive_matmul(cast<double>(x), cast<double>(w), n, i, o);
   return {rel_error(out, ref), rel_error(naive_matmul(x, w, n, i, o), ref)};
@@ -342,10 +361,12 @@ std::vector<float> minus(const std::vector<float>& after, const std::vector<floa
   return d;
 }
 
-double matmul_backward_error(Rng& rng, int64_t n, int64_t i, int64_t o, bool with_d_inp) {
+double matmul_backward_error(Rng& rng, int64_t n, int64_t i, int64_t o, bool with_d_inp,
+                             MatmulSplit split) {
   auto x = randn(rng, n * i), w = randn(rng, o * i), g = randn(rng, n * o);
   std::vector<float> d_x(x.size(), kNaN), d_w0 = randn(rng, o * i), d_w = d_w0;
   Tensor d_x_t = with_d_inp ? view(d_x, {n, i}) : Tensor{};
+  BlasThreads blas(split);
   ops::matmul_backward(d_x_t, view(d_w, {o, i}), view(g, {n, o}), view(x, {n, i}), view(w, {o, i}));
   auto xd = cast<double>(x), wd = cast<double>(w);
   double err = rel_error(minus(d_w, d_w0), numeric_gradient(wd, [&](const std::vector<double>& p) {
@@ -506,12 +527,14 @@ const std::vector<ParityRow>& parity_table() {
   static const std::vector<ParityRow> rows = {
       {"embedding_forward", "N 37, V 11, D 19", M::kTimesNaiveFp32, 4,
        [](Rng& r) { return embedding_forward_errors(r, 37, 11, 19); }},
-      {"matmul_forward", "N 33, I 70, O 17", M::kTimesNaiveFp32, 4,
-       [](Rng& r) { return matmul_forward_errors(r, 33, 70, 17); }},
-      {"matmul_forward", "N 1, I 5, O 3", M::kTimesNaiveFp32, 4,
-       [](Rng& r) { return matmul_forward_errors(r, 1, 5, 3); }},
-      {"matmul_forward", "N 64, I 256, O 96", M::kTimesNaiveFp32, 4,
-       [](Rng& r) { return matmul_forward_errors(r, 64, 256, 96); }},
+      {"matmul_forward", "N 33, I 70, O 17, OpenBLAS threads", M::kTimesNaiveFp32, 4,
+       [](Rng& r) { return matmul_forward_errors(r, 33, 70, 17, MatmulSplit::kOpenBlas); }},
+      {"matmul_forward", "N 33, I 70, O 17, OpenMP rows", M::kTimesNaiveFp32, 4,
+       [](Rng& r) { return matmul_forward_errors(r, 33, 70, 17, MatmulSplit::kOpenMp); }},
+      {"matmul_forward", "N 1, I 5, O 3, OpenMP rows", M::kTimesNaiveFp32, 4,
+       [](Rng& r) { return matmul_forward_errors(r, 1, 5, 3, MatmulSplit::kOpenMp); }},
+      {"matmul_forward", "N 64, I 256, O 96, OpenBLAS threads", M::kTimesNaiveFp32, 4,
+       [](Rng& r) { return matmul_forward_errors(r, 64, 256, 96, MatmulSplit::kOpenBlas); }},
       {"rmsnorm_forward", "R 13, C 37", M::kTimesNaiveFp32, 4,
        [](Rng& r) { return rmsnorm_forward_errors(r, 13, 37); }},
       {"rmsnorm_forward", "R 8, C 256", M::kTimesNaiveFp32, 4,
@@ -538,21 +561,30 @@ const std::vector<ParityRow>& parity_table() {
       {"sum, sum_squares", "N 100003", M::kTimesNaiveFp32, 4,
        [](Rng& r) { return reduction_errors(r, 100003); }},
 
-      {"matmul_backward", "N 5, I 7, O 3", M::kVsFiniteDifferences, fp32_sum_bound(7),
-       gradient([](Rng& r) { return matmul_backward_error(r, 5, 7, 3, true); })},
-      {"matmul_backward", "N 6, I 4, O 9, no d_inp", M::kVsFiniteDifferences, fp32_sum_bound(6),
-       gradient([](Rng& r) { return matmul_backward_error(r, 6, 4, 9, false); })},
+      {"matmul_backward", "N 5, I 7, O 3, OpenBLAS threads", M::kVsFiniteDifferences,
+       fp32_sum_bound(7),
+       gradient([](Rng& r) { return matmul_backward_error(r, 5, 7, 3, true, MatmulSplit::kOpenBlas); })},
+      {"matmul_backward", "N 5, I 7, O 3, OpenMP rows", M::kVsFiniteDifferences, fp32_sum_bound(7),
+       gradient([](Rng& r) { return matmul_backward_error(r, 5, 7, 3, true, MatmulSplit::kOpenMp); })},
+      {"matmul_backward", "N 6, I 4, O 9, no d_inp, OpenMP rows", M::kVsFiniteDifferences,
+       fp32_sum_bound(6),
+       gradient([](Rng& r) { return matmul_backward_error(r, 6, 4, 9, false, MatmulSplit::kOpenMp); })},
       {"rmsnorm_backward", "R 4, C 9", M::kVsFiniteDifferences, fp32_sum_bound(9),
        gradient([](Rng& r) { return rmsnorm_backward_error(r, 4, 9); })},
       {"rope_backward", "N 3, H 2, d 8", M::kVsFiniteDifferences, fp32_sum_bound(2),
        gradient([](Rng& r) { return rope_backward_error(r, 3, 2, 8); })},
-      // K: a dK row sums over T query rows of n_q / n_k heads, plus the d-long dots.
+      // K: a dK or dV row sums over T query rows of every query head sharing it (n_q / n_k
+      // or n_q / n_v of them), plus the d-long dots.
       {"attention_backward", "B 2, T 7, q/k/v 4/2/1, d_qk 4, d_v 3", M::kVsFiniteDifferences,
        fp32_sum_bound(7 * 4 + 4),
        gradient([](Rng& r) { return attention_backward_error(r, {2, 7, 4, 2, 1, 4, 3}); })},
       {"attention_backward", "B 1, T 9, q/k/v 6/3/2, d_qk 3, d_v 2", M::kVsFiniteDifferences,
        fp32_sum_bound(9 * 3 + 3),
        gradient([](Rng& r) { return attention_backward_error(r, {1, 9, 6, 3, 2, 3, 2}); })},
+      // More (batch, head group) units than threads: each thread reuses its scratch.
+      {"attention_backward", "B 3, T 5, q/k/v 4/4/2, d_qk 2, d_v 3", M::kVsFiniteDifferences,
+       fp32_sum_bound(5 * 2 + 3),
+       gradient([](Rng& r) { return attention_backward_error(r, {3, 5, 4, 4, 2, 2, 3}); })},
       {"swiglu_backward", "N 50", M::kVsFiniteDifferences, fp32_sum_bound(4),
        gradient([](Rng& r) { return swiglu_backward_error(r, 50); })},
       {"cross_entropy_backward", "N 6, V 7", M::kVsFiniteDifferences, fp32_sum_bound(7),

@@ -17,7 +17,8 @@ struct DataSource {
 
 struct DataConfig {
   std::vector<DataSource> sources;
-  std::string tokenizer = "byte";  // "byte" (256 byte ids + EOS = 256); tokenizer.json later
+  // "byte" (256 byte ids + EOS = 256) or a Hugging Face tokenizer.json path (byte-level BPE)
+  std::string tokenizer = "byte";
   int64_t seq_len = 256;
   double valid_fraction = 0.01;    // the last documents of each source, held out
   bool shuffle = true;

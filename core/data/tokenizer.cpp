@@ -1,9 +1,13 @@
-// The byte tokenizer: every byte is its own id (0..255) and 256 marks the end of a document.
-// It needs no training and no file, which makes it the default for the quickstart and tests.
-// Leaves out: BPE (Hugging Face tokenizer.json), which arrives with its own issue.
+// The byte tokenizer (every byte is its own id, 0..255, and 256 marks the end of a document)
+// and make_tokenizer, which picks it or a Hugging Face tokenizer.json (bpe_tokenizer.h).
+// The byte tokenizer needs no training and no file, which makes it the default for tests.
+// Leaves out: tokenizer formats other than byte-level BPE (SentencePiece .model files).
 #include "core/data/tokenizer.h"
 
+#include "core/data/bpe_tokenizer.h"
 #include "core/error.h"
+
+#include <filesystem>
 
 namespace sigma {
 
@@ -41,7 +45,10 @@ class ByteTokenizer final : public Tokenizer {
 
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec) {
   if (spec == "byte") return std::make_unique<ByteTokenizer>();
-  fail("tokenizer '{}': only \"byte\" is available in this build", spec);
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(spec, ec))
+    fail("tokenizer '{}': not \"byte\" and not a tokenizer.json file", spec);
+  return std::make_unique<BpeTokenizer>(spec);
 }
 
 }  // namespace sigma

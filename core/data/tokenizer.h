@@ -1,5 +1,6 @@
 // Tokenizer: text <-> token ids. The byte tokenizer maps each byte to its value (0..255)
-// and uses id 256 for end-of-document; a Hugging Face BPE tokenizer arrives with issue 4.
+// and uses id 256 for end-of-document; BpeTokenizer (bpe_tokenizer.h) reads a Hugging Face
+// tokenizer.json. encode and decode may be called from several threads at once.
 #pragma once
 
 #include <cstdint>
@@ -18,7 +19,8 @@ class Tokenizer {
   virtual int64_t vocab_size() const = 0;  // ids are in [0, vocab_size)
 };
 
-// "byte" -> the byte tokenizer; anything else is a UserError for now.
+// "byte" -> the byte tokenizer; a path to a tokenizer.json -> BpeTokenizer. Anything else,
+// or a malformed file, is a UserError naming it.
 std::unique_ptr<Tokenizer> make_tokenizer(const std::string& spec);
 
 }  // namespace sigma

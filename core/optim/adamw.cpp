@@ -22,13 +22,8 @@ void AdamW::step(double lr, double grad_scale, int64_t step) {
   for (size_t i = 0; i < list.size(); ++i) {
     const ParamInfo& info = list[i];
     bool decay = info.decay || config_.decay_norms_and_embeddings;
-    ops::AdamWStep s{float(lr),
-                     float(config_.beta1),
-                     float(config_.beta2),
-                     float(config_.eps),
-                     decay ? float(config_.weight_decay) : 0.0f,
-                     step,
-                     float(grad_scale)};
+    ops::AdamWStep s{lr,           config_.beta1, config_.beta2, config_.eps,
+                     decay ? config_.weight_decay : 0.0, step, grad_scale};
     ops::adamw_update(info.param.value, info.param.grad, m_[i], v_[i], s);
   }
 }

@@ -155,6 +155,30 @@ class Section {
                [field](const T& v) { return string_text(v.*field); });
   }
 
+  // A non-empty array of integers, each within `range` (model.moe.top_k = [8, 8, 1]).
+  Section& key(std::string name, std::vector<int64_t> T::*field, std::string doc,
+               Range range = {}) {
+    return add(std::move(name), "array of integers", range.text(), std::move(doc),
+               [field, range](const toml::node& n, const std::string& k, const ReadContext& c,
+                              T& out) {
+                 const toml::array& array = expect_array(n, k, c, "a non-empty array of integers");
+                 if (array.empty())
+                   fail_at(origin_of(&n, c.fallback_origin), k,
+                           "empty array; allowed: a non-empty array of integers");
+                 std::vector<int64_t> values;
+                 for (size_t i = 0; i < array.size(); ++i)
+                   values.push_back(
+                       read_integer(*array.get(i), k + "[" + std::to_string(i) + "]", c, range));
+                 out.*field = std::move(values);
+               },
+               [field](const T& v) {
+                 std::string text = "[";
+                 for (size_t i = 0; i < (v.*field).size(); ++i)
+                   text += (i ? ", " : "") + integer_text((v.*field)[i]);
+                 return text + "]";
+               });
+  }
+
   // An enum key, written in TOML as one of the given names.
   template <typename E>
     requires std::is_enum_v<E>

@@ -13,6 +13,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -30,21 +31,23 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// The MFU denominator on a CPU: our own SGEMM path timed on a square problem.
+// The MFU denominator on a CPU: our own SGEMM path on a square problem, the best of several
+// short rounds, so that a moment of contention from other processes does not lower it.
 double measure_cpu_peak_flops() {
   constexpr int64_t kSize = 512;
+  constexpr int kRounds = 8, kRepsPerRound = 4;
   Buffer buffer(3 * kSize * kSize * sizeof(float), Device::kCpu);
   Tensor a = buffer.tensor(0, {kSize, kSize}, DType::kF32);
   Tensor b = buffer.tensor(a.bytes(), {kSize, kSize}, DType::kF32);
   Tensor c = buffer.tensor(2 * a.bytes(), {kSize, kSize}, DType::kF32);
   ops::matmul_forward(c, a, b);  // warm up
-  int reps = 0;
-  auto start = Clock::now();
-  while (seconds_since(start) < 0.2 || reps < 2) {
-    ops::matmul_forward(c, a, b);
-    ++reps;
+  double best = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    auto start = Clock::now();
+    for (int rep = 0; rep < kRepsPerRound; ++rep) ops::matmul_forward(c, a, b);
+    best = std::max(best, 2.0 * kSize * kSize * kSize * kRepsPerRound / seconds_since(start));
   }
-  return 2.0 * kSize * kSize * kSize * reps / seconds_since(start);
+  return best;
 }
 
 std::string format_duration(double seconds) {
@@ -78,6 +81,9 @@ struct Engine {
 
   std::vector<CheckpointTensor> checkpoint_tensors() {
     std::vector<CheckpointTensor> tensors;
+    // Not trainable, so not in the optimizer; restored with the weights.
+    for (const auto& [name, tensor] : model.state_tensors())
+      tensors.push_back({"model/" + name, tensor, tensor.shape, 0});
     const auto& list = params.list();
     for (size_t i = 0; i < list.size(); ++i) {
       const ParamInfo& p = list[i];
@@ -181,8 +187,69 @@ class Trainer {
         batches_.total_steps(), batches_.micro_batches_at(progress_.tokens) *
                                     batches_.tokens_per_micro_batch(),
         threads_, peak_flops_ / 1e9));
+    if (moe_) {
+      const MoeConfig& moe = recipe_.model.moe;
+      std::string active;
+      for (const PhaseCost& phase : plan_.moe_phases)
+        active += fmt::format("{}{:.2f}M", active.empty() ? "" : " -> ", phase.active_params / 1e6);
+      log_->line(fmt::format("moe: {} experts of width {} from layer {}, {} shared; {} active "
+                             "parameters per phase",
+                             moe.n_experts, moe.d_expert, moe.dense_layers, moe.n_shared_experts,
+                             active));
+    }
     if (resumed)
       log_->line(fmt::format("resumed from {} at step {}", resumed->dir, progress_.step));
+  }
+
+  // The MoE layers of the model, in layer order (empty for a dense model).
+  std::vector<MoeLayer*> moe_layers() {
+    std::vector<MoeLayer*> layers;
+    for (int64_t l = 0; l < recipe_.model.n_layers; ++l)
+      if (MoeLayer* moe = engine_.model.moe_layer(l)) layers.push_back(moe);
+    return layers;
+  }
+
+  // Before a step's first forward: the sparsification phase (a function of the step, so a
+  // resumed run switches where an uninterrupted one does), fresh statistics, and for
+  // global-batch LBL over several micro-batches the step's token counts.
+  void prepare_moe_step(int64_t micro_batches) {
+    const MoeConfig& moe = recipe_.model.moe;
+    int64_t phase = moe.phase_at(progress_.step, batches_.total_steps());
+    if (phase != moe_phase_) {
+      engine_.model.set_moe_phase(phase);
+      log_->line(fmt::format("step {} | moe: phase {}/{}, top-k {} per layer", progress_.step + 1,
+                             phase + 1, moe.num_phases(),
+                             describe_top_k(moe.phase_top_k(phase), recipe_.model.n_layers)));
+      moe_phase_ = phase;
+    }
+    for (MoeLayer* layer : moe_layers()) {
+      layer->reset_step_stats();
+      layer->set_global_counts({});
+    }
+    if (moe.lbl_scope == LblScope::kGlobalBatch && micro_batches > 1)
+      routing_prepass(micro_batches);
+  }
+
+  // Exact global-batch counts need every micro-batch's routing before the first backward:
+  // a forward through the layers (no LM head) over the step's micro-batches, whose tokens
+  // are kept for the real passes (models/moe/README.md weighs the cost).
+  void routing_prepass(int64_t micro_batches) {
+    Transformer& model = engine_.model;
+    int64_t n = model.tokens_per_pass();
+    prepass_tokens_.resize(size_t(micro_batches * n));
+    prepass_targets_.resize(size_t(micro_batches * n));
+    for (int64_t i = 0; i < micro_batches; ++i) {
+      train_data_.next(recipe_.train.micro_batch, prepass_tokens_.data() + i * n,
+                       prepass_targets_.data() + i * n);
+      std::copy_n(prepass_tokens_.data() + i * n, n, model.tokens().i32());
+      model.forward_layers();
+    }
+    for (MoeLayer* layer : moe_layers()) {
+      // One process holds every count of the step; with data-parallel ranks (the many-GPUs
+      // issue) they are all-reduced here before global-batch LBL uses them.
+      layer->set_global_counts(layer->step_stats().counts);
+      layer->reset_step_stats();
+    }
   }
 
   // One optimizer step over as many micro-batches as the batch schedule says.
@@ -193,12 +260,23 @@ class Trainer {
     // Every token of the global batch weighs the same: the loss is their mean.
     float loss_scale = float(1.0 / double(step_tokens));
     engine_.params.zero_grads();
-    double loss_sum = 0;
+    prepass_tokens_.clear();
+    prepass_targets_.clear();
+    if (moe_) prepare_moe_step(micro_batches);
+    double loss_sum = 0, aux_sum = 0;
+    int64_t n = model.tokens_per_pass();
     for (int64_t i = 0; i < micro_batches; ++i) {
-      train_data_.next(recipe_.train.micro_batch, model.tokens().i32(), model.targets().i32());
+      if (prepass_tokens_.empty()) {
+        train_data_.next(recipe_.train.micro_batch, model.tokens().i32(), model.targets().i32());
+      } else {  // the routing pre-pass read this micro-batch already
+        std::copy_n(prepass_tokens_.data() + i * n, n, model.tokens().i32());
+        std::copy_n(prepass_targets_.data() + i * n, n, model.targets().i32());
+      }
       loss_sum += model.forward();
+      aux_sum += model.aux_loss();
       model.backward(loss_scale);
     }
+    aux_loss_ = aux_sum / double(micro_batches);
     double norm_sq = 0;
     for (const ParamInfo& p : engine_.params.list()) norm_sq += ops::sum_squares(p.param.grad);
     grad_norm_ = std::sqrt(norm_sq);
@@ -206,6 +284,7 @@ class Trainer {
     double grad_scale = clip > 0 && grad_norm_ > clip ? clip / (grad_norm_ + 1e-6) : 1.0;
     lr_ = lr_at(recipe_.lr_scheduler, recipe_.optimizer.lr, progress_.step, batches_.total_steps());
     engine_.optimizer->step(lr_, grad_scale, progress_.step + 1);
+    for (MoeLayer* layer : moe_layers()) layer->update_bias();
     progress_.step += 1;
     progress_.tokens += step_tokens;
     last_step_tokens_ = step_tokens;
@@ -214,21 +293,60 @@ class Trainer {
 
   void log_step(double loss, double step_seconds, double mean_step_seconds) {
     double tok_per_s = double(last_step_tokens_) / step_seconds;
-    double mfu = plan_.flops_per_token * tok_per_s / peak_flops_;
+    double flops_per_token =
+        moe_ ? plan_.moe_phases[size_t(moe_phase_)].flops_per_token : plan_.flops_per_token;
+    double mfu = flops_per_token * tok_per_s / peak_flops_;
     int64_t total = batches_.total_steps();
     double eta = mean_step_seconds * double(total - progress_.step);
-    log_->metrics({{"step", progress_.step},
-                   {"tokens", progress_.tokens},
-                   {"loss", loss},
-                   {"lr", lr_},
-                   {"grad_norm", grad_norm_},
-                   {"tok_per_s", tok_per_s},
-                   {"mfu", mfu},
-                   {"step_ms", step_seconds * 1e3}});
+    nlohmann::json row = {{"step", progress_.step},
+                          {"tokens", progress_.tokens},
+                          {"loss", loss},
+                          {"lr", lr_},
+                          {"grad_norm", grad_norm_},
+                          {"tok_per_s", tok_per_s},
+                          {"mfu", mfu},
+                          {"step_ms", step_seconds * 1e3}};
+    std::string moe_summary = moe_ ? log_moe_balance(row) : "";
+    log_->metrics(row);
     log_->progress(fmt::format("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | "
-                               "{:.0f} tok/s | MFU {:.1f}% | ETA {}",
+                               "{:.0f} tok/s | MFU {:.1f}% | ETA {}{}",
                                progress_.step, fmt::formatted_size("{}", total), total, loss, lr_,
-                               grad_norm_, tok_per_s, 100 * mfu, format_duration(eta)));
+                               grad_norm_, tok_per_s, 100 * mfu, format_duration(eta),
+                               moe_summary));
+  }
+
+  // The step's balance per MoE layer into `row` (models/moe/README.md, "Metrics"); returns
+  // the console summary of the worst layer (the largest busiest-expert deviation).
+  std::string log_moe_balance(nlohmann::json& row) {
+    row["aux_loss"] = aux_loss_;
+    row["moe.phase"] = moe_phase_;
+    int64_t worst = -1;
+    double worst_max = 0, worst_min = 0;
+    int64_t worst_idle = 0;
+    for (int64_t l = 0; l < recipe_.model.n_layers; ++l) {
+      MoeLayer* layer = engine_.model.moe_layer(l);
+      if (!layer) continue;
+      const MoeStepStats& stats = layer->step_stats();
+      LoadBalance balance = load_balance(stats.counts);
+      double max_dev = balance.max_dev_pct, min_dev = balance.min_dev_pct;
+      int64_t idle = balance.idle_experts;
+      double forwards = double(stats.forwards);
+      std::string prefix = fmt::format("moe.l{}.", l);
+      row[prefix + "top_k"] = layer->top_k();
+      row[prefix + "max_dev_pct"] = max_dev;
+      row[prefix + "min_dev_pct"] = min_dev;
+      row[prefix + "idle_experts"] = idle;
+      row[prefix + "lbl"] = stats.lbl_sum / forwards;
+      row[prefix + "entropy"] = stats.entropy_sum / forwards;
+      if (worst < 0 || max_dev > worst_max) {
+        worst = l;
+        worst_max = max_dev;
+        worst_min = min_dev;
+        worst_idle = idle;
+      }
+    }
+    return fmt::format(" | aux {:.4f} | worst layer {}: busiest {:+.0f}%, idlest {:+.0f}%, {} idle",
+                       aux_loss_, worst, worst_max, worst_min, worst_idle);
   }
 
   void validate() {
@@ -256,6 +374,8 @@ class Trainer {
                           {"tokens", progress_.tokens},
                           {"seed", int64_t(recipe_.run.seed)},
                           {"loader_position", train_data_.position()}};
+    // The phase is recomputed from the step on resume; kept here for inspection.
+    if (moe_) request.state.ints["moe_phase"] = moe_phase_;
     auto start = Clock::now();
     std::string dir = save_checkpoint(request);
     log_->line(fmt::format("step {} | checkpoint {} ({:.2f} s)", progress_.step, dir,
@@ -274,6 +394,11 @@ class Trainer {
   Progress progress_;
   double peak_flops_ = 0, grad_norm_ = 0, lr_ = 0;
   int64_t last_step_tokens_ = 0;
+  bool moe_ = recipe_.model.moe.enabled();
+  int64_t moe_phase_ = -1;  // the sparsification phase in use; -1 before the first step
+  double aux_loss_ = 0;     // balancing losses of the last step, mean over micro-batches
+  // The step's micro-batches as the routing pre-pass read them (empty without a pre-pass).
+  std::vector<int32_t> prepass_tokens_, prepass_targets_;
 };
 
 }  // namespace

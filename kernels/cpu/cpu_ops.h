@@ -40,4 +40,23 @@ double sum(Tensor x);
 
 void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::AdamWStep& step);
 
+// MoE router (moe_router.cpp) and dispatch (moe_permute.cpp).
+void router_scores_forward(Tensor scores, Tensor logits, ops::ScoreFunction fn);
+void router_scores_backward(Tensor d_logits, Tensor d_scores, Tensor scores, ops::ScoreFunction fn);
+void router_topk_forward(Tensor probs, Tensor experts, Tensor scores, Tensor bias,
+                         bool renormalize);
+void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor experts,
+                          Tensor scores, bool renormalize);
+ops::RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor logits,
+                                    Tensor scores, float temperature);
+void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor g_score, float g_top1);
+void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sharp,
+                                    float temperature, float g_z);
+void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts);
+void moe_permute_forward(Tensor out, Tensor inp, Tensor row_of);
+void moe_permute_backward(Tensor d_inp, Tensor d_out, Tensor row_of);
+void moe_unpermute_forward(Tensor out, Tensor inp, Tensor row_of, Tensor probs);
+void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor inp, Tensor row_of,
+                            Tensor probs);
+
 }  // namespace sigma::cpu

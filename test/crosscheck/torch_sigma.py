@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""An independent PyTorch (float64) check of one sigma training step of a dense Sigma model.
+"""An independent PyTorch (float64) check of one sigma training step of a Sigma model.
 
 Usage: torch_sigma.py RUN_DIR [--data PREFIX]
 
@@ -14,8 +14,16 @@ of sigma but the checkpoint, recipe and token files, recomputes the step's loss 
 gradients in float64 from the same fp32 weights and tokens, and compares them with
 sigma's loss, g = m / (1 - beta1) per tensor, and the logged grad_norm.
 
-Leaves out: MoE layers (not in sigma yet), multi-rank checkpoints (reads rank 0's file,
-which must hold every tensor whole), and any step after the first.
+MoE layers ([model.moe], SIGMA-FAMILY.md section 2) are rebuilt from the same contract:
+softmax or sigmoid router, top-k of the first phase's per-layer list, optional
+renormalisation, stacked SwiGLU experts, a shared expert, and the balancing losses (LBL
+with micro-batch or global-batch counts, Top-1 LBL, z-loss) as per-micro-batch means
+averaged over the step's micro-batches, summed over layers, added to the mean token loss.
+The router's choices are recomputed here in float64; a near-tie that fp32 breaks the
+other way would show as a mismatch (none on the tiny recipe).
+
+Leaves out: multi-rank checkpoints (reads rank 0's file, which must hold every tensor
+whole), and any step after the first (so the expert bias is still 0 and not used).
 Exit status: 0 all match, 1 a mismatch, 2 the run or its files are unusable for the check.
 """
 import argparse
@@ -89,7 +97,19 @@ def model_config(recipe):
            ("n_layers", "d_model", "d_ff", "vocab_size", "norm_eps", "rope_theta", "tie_embeddings")}
     cfg.update({k: require(att, k, "model.attention") for k in
                 ("n_q", "n_k", "n_v", "d_qk", "d_v", "d_augq", "qk_norm")})
+    cfg["moe"] = model.get("moe", {"n_experts": 0})
     return cfg
+
+
+def moe_layer(c, layer):
+    moe = c["moe"]
+    return moe["n_experts"] > 0 and layer >= moe["dense_layers"]
+
+
+def layer_top_k(moe, layer):
+    """Top-k of `layer` in the first step's phase (the first phase, when there are phases)."""
+    top_k = moe["phases"][0]["top_k"] if moe["phases"] else moe["top_k"]
+    return top_k[min(layer, len(top_k) - 1)]
 
 
 def step_settings(recipe):
@@ -114,7 +134,7 @@ def step_settings(recipe):
     if step_tokens <= 0 or step_tokens % (micro_batch * seq_len):
         raise Unusable(f"train.global_batch_tokens = {step_tokens} is not a positive multiple "
                        f"of micro_batch * seq_len = {micro_batch * seq_len}")
-    return {"seq_len": seq_len, "samples": step_tokens // seq_len,
+    return {"seq_len": seq_len, "samples": step_tokens // seq_len, "micro_batch": micro_batch,
             "beta1": require(opt, "beta1", "optimizer"),
             "data": data["sources"][0]["path"]}
 
@@ -134,10 +154,29 @@ def expected_shapes(c):
             p + "self_attn.k_proj.weight": (c["n_k"] * c["d_qk"], D),
             p + "self_attn.v_proj.weight": (c["n_v"] * c["d_v"], D),
             p + "self_attn.o_proj.weight": (D, v_width),
-            p + "mlp.gate_proj.weight": (F_, D),
-            p + "mlp.up_proj.weight": (F_, D),
-            p + "mlp.down_proj.weight": (D, F_),
         })
+        if moe_layer(c, i):
+            moe = c["moe"]
+            E, Fe = moe["n_experts"], moe["d_expert"]
+            shapes.update({
+                p + "mlp.gate.weight": (E, D),
+                p + "mlp.experts.gate_proj.weight": (E, Fe, D),
+                p + "mlp.experts.up_proj.weight": (E, Fe, D),
+                p + "mlp.experts.down_proj.weight": (E, D, Fe),
+            })
+            if moe["n_shared_experts"] > 0:
+                Fs = moe["n_shared_experts"] * (moe["d_shared_expert"] or Fe)
+                shapes.update({
+                    p + "mlp.shared_expert.gate_proj.weight": (Fs, D),
+                    p + "mlp.shared_expert.up_proj.weight": (Fs, D),
+                    p + "mlp.shared_expert.down_proj.weight": (D, Fs),
+                })
+        else:
+            shapes.update({
+                p + "mlp.gate_proj.weight": (F_, D),
+                p + "mlp.up_proj.weight": (F_, D),
+                p + "mlp.down_proj.weight": (D, F_),
+            })
         if c["d_augq"] > 0:
             shapes.update({
                 p + "self_attn.q_gate_proj.weight": (c["d_augq"], q_width),
@@ -239,22 +278,72 @@ def attention(h, p, pre, c, cos, sin, mask):
     return y.transpose(1, 2).reshape(S, T, nq * dv) @ p[pre + "o_proj.weight"].T
 
 
-def mean_loss(p, c, inputs, targets):
+def swiglu(h, gate, up, down):
+    return (F.silu(h @ gate.T) * (h @ up.T)) @ down.T
+
+
+def moe_block(h, p, pre, c, layer, micro_batch):
+    """The MoE block on h [S, T, D] and its balancing losses, averaged over micro-batches."""
+    moe = c["moe"]
+    E, k = moe["n_experts"], layer_top_k(moe, layer)
+    S, T, D = h.shape
+    logits = h @ p[pre + "gate.weight"].T  # [S, T, E]
+    scores = logits.softmax(-1) if moe["score"] == "softmax" else logits.sigmoid()
+    top, chosen = torch.topk(scores, k, dim=-1)
+    if moe["renormalize"]:
+        top = top / top.sum(-1, keepdim=True)
+    weight = torch.zeros_like(scores).scatter(-1, chosen, top)  # [S, T, E], 0 where not chosen
+    x = h.reshape(-1, D)
+    out = torch.zeros_like(x)
+    for e in range(E):
+        y = swiglu(x, p[pre + "experts.gate_proj.weight"][e], p[pre + "experts.up_proj.weight"][e],
+                   p[pre + "experts.down_proj.weight"][e])
+        out = out + weight.reshape(-1, E)[:, e:e + 1] * y
+    if moe["n_shared_experts"] > 0:
+        out = out + swiglu(x, p[pre + "shared_expert.gate_proj.weight"],
+                           p[pre + "shared_expert.up_proj.weight"],
+                           p[pre + "shared_expert.down_proj.weight"])
+    # Balancing losses: f from token counts (no gradient), everything else differentiable.
+    counts = torch.zeros(S, E, dtype=torch.float64).scatter_add(
+        1, chosen.reshape(S, -1), torch.ones(S, T * k, dtype=torch.float64))  # per sample
+    step_counts = counts.sum(0)
+    aux = 0
+    n_micro = S // micro_batch
+    for m in range(n_micro):
+        rows = slice(m * micro_batch, (m + 1) * micro_batch)
+        z, sc = logits[rows].reshape(-1, E), scores[rows].reshape(-1, E)
+        f = step_counts if moe["lbl_scope"] == "global_batch" else counts[rows].sum(0)
+        f = f / f.sum()
+        aux = aux + moe["lbl_coeff"] * E * (f * sc.mean(0)).sum()
+        if moe["top1_lbl_coeff"] > 0:
+            fhat = (z / moe["top1_lbl_temperature"]).softmax(-1).mean(0)
+            aux = aux + moe["top1_lbl_coeff"] * E * fhat.pow(2).sum() / sc.max(-1).values.mean()
+        aux = aux + moe["z_loss_coeff"] * torch.logsumexp(z, -1).pow(2).mean()
+    return out.reshape(S, T, D), aux / n_micro
+
+
+def mean_loss(p, c, inputs, targets, micro_batch):
     T = inputs.shape[1]
     cos, sin = rope_tables(c, T)
     mask = torch.ones(T, T, dtype=torch.bool).triu(1)
     eps = c["norm_eps"]
+    aux = 0
     x = p["model.embed_tokens.weight"][inputs]
     for i in range(c["n_layers"]):
         pre = f"model.layers.{i}."
         x = x + attention(rmsnorm(x, p[pre + "input_layernorm.weight"], eps), p,
                           pre + "self_attn.", c, cos, sin, mask)
         h = rmsnorm(x, p[pre + "post_attention_layernorm.weight"], eps)
-        swiglu = F.silu(h @ p[pre + "mlp.gate_proj.weight"].T) * (h @ p[pre + "mlp.up_proj.weight"].T)
-        x = x + swiglu @ p[pre + "mlp.down_proj.weight"].T
+        if moe_layer(c, i):
+            out, layer_aux = moe_block(h, p, pre + "mlp.", c, i, micro_batch)
+            x, aux = x + out, aux + layer_aux
+        else:
+            x = x + swiglu(h, p[pre + "mlp.gate_proj.weight"], p[pre + "mlp.up_proj.weight"],
+                           p[pre + "mlp.down_proj.weight"])
     head = p["model.embed_tokens.weight"] if c["tie_embeddings"] else p["lm_head.weight"]
     logits = rmsnorm(x, p["model.norm.weight"], eps) @ head.T
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    lm = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+    return lm, aux
 
 
 def first_training_row(run_dir):
@@ -276,8 +365,16 @@ def check(run_dir, data_override):
     rank_file = step_dir / "rank_00000.h5"
     if not rank_file.is_file():
         raise Unusable(f"{rank_file} not found")
+    # The expert bias is state, not a parameter: in /model but not in the optimizer.
+    model_shapes = dict(shapes)
+    if c["moe"]["n_experts"] > 0 and c["moe"]["bias_update_rate"] > 0:
+        for i in range(c["n_layers"]):
+            if moe_layer(c, i):
+                model_shapes[f"model.layers.{i}.mlp.gate.e_score_correction_bias"] = (
+                    c["moe"]["n_experts"],)
     with h5py.File(rank_file, "r") as f:
-        weights = read_group(f, "model", shapes, rank_file)
+        weights = {n: w for n, w in read_group(f, "model", model_shapes, rank_file).items()
+                   if n in shapes}
         moments = read_group(f, "optim/m", shapes, rank_file)
     sigma_grads = {n: m / (1.0 - s["beta1"]) for n, m in moments.items()}
     row = first_training_row(run_dir)
@@ -288,14 +385,17 @@ def check(run_dir, data_override):
     inputs, targets = step_batch(read_token_stream(prefix), s["samples"], s["seq_len"],
                                  c["vocab_size"])
     params = {n: w.clone().requires_grad_(True) for n, w in weights.items()}
-    loss = mean_loss(params, c, inputs, targets)
-    loss.backward()
+    loss, aux = mean_loss(params, c, inputs, targets, s["micro_batch"])
+    (loss + aux).backward()
     torch_grads = {n: t.grad for n, t in params.items()}
 
     ok = True
     print(f"{run_dir}: {c['n_layers']} layers, d_model {c['d_model']}, heads q/k/v "
           f"{c['n_q']}/{c['n_k']}/{c['n_v']}, d_augq {c['d_augq']}, qk_norm {c['qk_norm']}, "
           f"tied {c['tie_embeddings']}; {s['samples']} x {s['seq_len']} tokens from {prefix}")
+    if c["moe"]["n_experts"] > 0:
+        print(f"moe: {c['moe']['n_experts']} experts from layer {c['moe']['dense_layers']}, "
+              f"{c['moe']['score']} router, aux loss {float(aux):.6f} in the gradient")
     print(f"{'tensor':<48} {'shape':>12} {'max|g|':>10} {'max abs err':>12} {'rel err':>9}")
     for name in shapes:
         ref, got = torch_grads[name], sigma_grads[name]

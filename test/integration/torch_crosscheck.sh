@@ -1,6 +1,6 @@
 # sigma against an independent PyTorch model: the loss, every parameter's gradient and the
-# gradient norm of one training step, for the two tiny recipes (DiffQKV + AugQ, untied; GQA
-# + QK-norm, tied), the first also at a larger init where attention is far from uniform.
+# gradient norm of one training step, for the tiny recipes (DiffQKV + AugQ, untied; GQA
+# + QK-norm, tied; MoE), the first also at a larger init where attention is far from uniform.
 # The gradient comes out of the step-1 checkpoint: with lr = 0 and no clipping AdamW keeps
 # the initial weights and stores m = (1 - beta1) * gradient (test/crosscheck/README.md).
 # A negative control then checks that the comparison can fail.
@@ -54,6 +54,13 @@ check_run gqa-qknorm recipes/tiny/gqa-qknorm.toml
 # gradients are ~1e-7. At std 0.1 attention is far from uniform and AugQ's SiLU works off its
 # linear part, while fp32 stays well conditioned (errors ~1e-6 of scale; at 0.4 they pass 1e-4).
 check_run dense-init0.1 recipes/tiny/dense.toml --set model.init_std=0.1
+# MoE (tiny/moe.toml): softmax router, renormalised top-4/top-2 phase, shared expert,
+# global-batch LBL over the two micro-batches (the routing pre-pass) and z-loss; then a
+# sigmoid router with raw weights, micro-batch LBL and the Top-1 LBL.
+check_run moe recipes/tiny/moe.toml
+check_run moe-sigmoid-top1 recipes/tiny/moe.toml --set model.moe.score=sigmoid \
+  --set model.moe.renormalize=false --set model.moe.lbl_scope=micro_batch \
+  --set model.moe.top1_lbl_coeff=0.01
 [[ ${#failed[@]} -eq 0 ]] || die "sigma differs from PyTorch on: ${failed[*]}"
 
 # Negative control: one gradient element off by 0.1% of the tensor's largest must fail.
@@ -70,4 +77,4 @@ PY
 rc=0
 "$PYTHON" "$CHECK" "$SCRATCH/dense-perturbed" > "$SCRATCH/perturbed.out" || rc=$?
 [[ $rc -eq 1 ]] || { cat "$SCRATCH/perturbed.out"; die "a perturbed gradient was not caught (exit $rc)"; }
-echo "ok: sigma matches PyTorch on both tiny recipes (and at init std 0.1); a 0.1% gradient error is caught"
+echo "ok: sigma matches PyTorch on the tiny recipes, MoE included (and at init std 0.1); a 0.1% gradient error is caught"

@@ -1,0 +1,47 @@
+// Stacked SwiGLU experts over expert-contiguous rows: expert e maps its rows x to
+// down_e(silu(gate_e x) * up_e x), with gate/up [E, F, D] and down [E, D, F] stacked as in
+// Hugging Face's Qwen3-MoE layout (DESIGN.md, Contracts).
+//
+// Shape legend: R permuted rows (grouped by expert, counts from the dispatcher), D d_model,
+// F d_expert. The CPU "grouped GEMM" is a loop over experts, each an ordinary matmul on its
+// row slice and its slice of the stacked weights; an expert with no rows is skipped.
+// Leaves out: a fused grouped-GEMM kernel (the CUDA issue) and expert-parallel sharding.
+#pragma once
+
+#include "core/tensor/arena.h"
+#include "models/config.h"
+#include "models/parameters.h"
+
+#include <vector>
+
+namespace sigma {
+
+struct ExpertGrads {
+  Tensor d_act_RF, d_gate_RF, d_up_RF, d_tmp_RD;  // [N * max top-k, .] buffers
+};
+
+class Experts {
+ public:
+  Experts(const ModelConfig& config, int64_t max_rows) : config_(config), max_rows_(max_rows) {}
+
+  void bind_params(ParameterSet& params, const std::string& prefix);
+  void layout_acts(Arena& arena, const std::string& category);
+  static ExpertGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t max_rows);
+
+  // y_RD = experts(x_RD), rows grouped by `counts` [E].
+  void forward(Tensor y_RD, Tensor x_RD, const std::vector<int64_t>& counts);
+  // d_x_RD (overwrite) from d_y_RD; the stacked weights' gradients accumulate.
+  void backward(Tensor d_x_RD, Tensor d_y_RD, Tensor x_RD, const std::vector<int64_t>& counts,
+                const ExpertGrads& scratch);
+
+  // The output buffer, [N * max top-k, D]; forward's y_RD is a prefix of it.
+  Tensor out_buffer() const { return out_buf_; }
+
+ private:
+  const ModelConfig& config_;
+  int64_t max_rows_;
+  Param gate_proj_, up_proj_, down_proj_;
+  Tensor gate_buf_, up_buf_, act_buf_, out_buf_;
+};
+
+}  // namespace sigma

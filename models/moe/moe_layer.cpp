@@ -1,0 +1,114 @@
+#include "models/moe/moe_layer.h"
+
+#include "kernels/ops.h"
+
+#include <algorithm>
+#include <numeric>
+
+namespace sigma {
+
+LoadBalance load_balance(const std::vector<int64_t>& counts) {
+  double mean = double(std::accumulate(counts.begin(), counts.end(), int64_t(0))) /
+                double(counts.size());
+  auto [min, max] = std::minmax_element(counts.begin(), counts.end());
+  LoadBalance b;
+  b.max_dev_pct = 100.0 * (double(*max) / mean - 1.0);
+  b.min_dev_pct = 100.0 * (double(*min) / mean - 1.0);
+  b.idle_experts = std::count(counts.begin(), counts.end(), int64_t(0));
+  return b;
+}
+
+MoeLayer::MoeLayer(const ModelConfig& config, int64_t tokens, int64_t layer)
+    : config_(config),
+      tokens_(tokens),
+      layer_(layer),
+      router_(config, tokens, config.moe.max_top_k(layer)),
+      dispatcher_(config, tokens, config.moe.max_top_k(layer)),
+      experts_(config, tokens * config.moe.max_top_k(layer)) {
+  if (config.moe.n_shared_experts > 0) shared_.emplace(config, tokens, config.moe.shared_width());
+  set_phase(config.moe.num_phases() - 1);
+  reset_step_stats();
+}
+
+void MoeLayer::bind_params(ParameterSet& params, const std::string& prefix) {
+  router_.bind_params(params, prefix + "gate.");
+  experts_.bind_params(params, prefix + "experts.");
+  if (shared_) shared_->bind_params(params, prefix + "shared_expert.");
+}
+
+void MoeLayer::layout_acts(Arena& arena, const std::string& category) {
+  router_.layout_acts(arena, category);
+  dispatcher_.layout_acts(arena, category);
+  experts_.layout_acts(arena, category);
+  if (shared_) {
+    shared_->layout_acts(arena, category);
+    shared_out_ND_ = arena.take({tokens_, config_.d_model}, DType::kF32, category);
+  }
+}
+
+MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens) {
+  int64_t max_k = 1;
+  for (int64_t l = config.moe.dense_layers; l < config.n_layers; ++l)
+    max_k = std::max(max_k, config.moe.max_top_k(l));
+  int64_t rows = tokens * max_k, d = config.d_model;
+  const std::string scratch = "gradient scratch";
+  MoeGrads g;
+  g.router = Router::layout_grads(arena, config, tokens);
+  g.experts = Experts::layout_grads(arena, config, rows);
+  g.d_x_buf = arena.take({rows, d}, DType::kF32, scratch);
+  g.d_y_buf = arena.take({rows, d}, DType::kF32, scratch);
+  g.d_probs_buf = arena.take({rows}, DType::kF32, scratch);
+  g.d_tmp_ND = arena.take({tokens, d}, DType::kF32, scratch);
+  if (config.moe.n_shared_experts > 0)
+    g.shared = Mlp::layout_grads(arena, config, tokens, config.moe.shared_width());
+  return g;
+}
+
+void MoeLayer::set_phase(int64_t phase) {
+  router_.set_top_k(MoeConfig::at_layer(config_.moe.phase_top_k(phase), layer_));
+}
+
+void MoeLayer::forward(Tensor out_ND, Tensor h_ND) {
+  router_.forward(h_ND);
+  dispatcher_.dispatch(h_ND, router_.experts_NK());
+  const std::vector<int64_t>& counts = dispatcher_.tokens_per_expert();
+  Tensor y_RD = dispatcher_.rows(experts_.out_buffer());
+  experts_.forward(y_RD, dispatcher_.x_RD(), counts);
+  dispatcher_.combine(out_ND, y_RD, router_.probs_NK());
+  if (shared_) {
+    shared_->forward(shared_out_ND_, h_ND);
+    ops::add(out_ND, out_ND, shared_out_ND_);
+  }
+  bool global = config_.moe.lbl_scope == LblScope::kGlobalBatch && !global_counts_.empty();
+  last_ = router_.balance(global ? global_counts_ : counts);
+  for (size_t i = 0; i < counts.size(); ++i) stats_.counts[i] += counts[i];
+  stats_.lbl_sum += last_.lbl;
+  stats_.entropy_sum += last_.entropy;
+  stats_.aux_sum += last_.aux;
+  stats_.forwards += 1;
+}
+
+void MoeLayer::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MoeGrads& g,
+                        float aux_scale) {
+  const std::vector<int64_t>& counts = dispatcher_.tokens_per_expert();
+  Tensor probs = router_.probs_NK();
+  Tensor d_probs = g.d_probs_buf.slice_rows(0, probs.numel()).view(probs.shape);
+  Tensor d_y = dispatcher_.rows(g.d_y_buf), d_x = dispatcher_.rows(g.d_x_buf);
+  dispatcher_.combine_backward(d_y, d_probs, d_out_ND, dispatcher_.rows(experts_.out_buffer()),
+                               probs);
+  experts_.backward(d_x, d_y, dispatcher_.x_RD(), counts, g.experts);
+  dispatcher_.dispatch_backward(d_h_ND, d_x);
+  router_.backward(g.d_tmp_ND, d_probs, h_ND, aux_scale, g.router);
+  ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
+  if (shared_) {
+    shared_->backward(g.d_tmp_ND, d_out_ND, h_ND, *g.shared);
+    ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
+  }
+}
+
+void MoeLayer::reset_step_stats() {
+  stats_ = {};
+  stats_.counts.assign(size_t(config_.moe.n_experts), 0);
+}
+
+}  // namespace sigma

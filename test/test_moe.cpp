@@ -1,0 +1,279 @@
+// The MoE model: parameter names (the HF contract), gradients through the router, the chosen
+// weights and every balancing loss by finite differences, each balancing loss against
+// hand-computed values, the balance metric, the expert-bias rule, global-batch LBL with one
+// micro-batch equal to micro-batch LBL, and the top-k phase switch.
+#include "core/random.h"
+#include "models/model_plan.h"
+#include "models/transformer.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <map>
+
+using namespace sigma;
+
+namespace {
+
+ModelConfig tiny_moe(RouterScore score, bool renormalize, int64_t dense_layers) {
+  ModelConfig c;
+  c.n_layers = 2;
+  c.d_model = 16;
+  c.d_ff = 24;
+  c.vocab_size = 11;
+  c.init_std = 0.3;  // large weights: gradients well above fp32 round-off
+  c.attention = {4, 2, 2, 4, 4, 0, true};
+  c.moe.n_experts = 4;
+  c.moe.d_expert = 8;
+  c.moe.n_shared_experts = 1;
+  c.moe.d_shared_expert = 6;
+  c.moe.dense_layers = dense_layers;
+  c.moe.score = score;
+  c.moe.renormalize = renormalize;
+  c.moe.top_k = {2, 3};
+  c.moe.phases = {{0.5, {1}}};
+  c.moe.lbl_coeff = 0.1;
+  c.moe.top1_lbl_coeff = 0.1;
+  c.moe.top1_lbl_temperature = 0.5;
+  c.moe.z_loss_coeff = 0.01;
+  return c;
+}
+
+struct TinyModel {
+  explicit TinyModel(const ModelConfig& config, int64_t batch = 2, int64_t seq_len = 5)
+      : params(Device::kCpu), acts(Device::kCpu), model(config, batch, seq_len) {
+    model.bind_params(params);
+    params.allocate();
+    model.bind_params(params);
+    model.layout_acts(acts);
+    acts.allocate();
+    model.layout_acts(acts);
+    params.initialize(7);
+    Rng rng(3);
+    for (int64_t i = 0; i < model.tokens().numel(); ++i) {
+      model.tokens().i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
+      model.targets().i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
+    }
+  }
+  // The objective backward(1 / N) differentiates: mean token loss + balancing losses.
+  double loss() { return model.forward() / double(model.tokens_per_pass()) + model.aux_loss(); }
+  std::vector<int32_t> routing() {
+    std::vector<int32_t> all;
+    for (int64_t l = 0; l < model.config().n_layers; ++l)
+      if (MoeLayer* moe = model.moe_layer(l))
+        all.insert(all.end(), moe->experts_NK().i32(),
+                   moe->experts_NK().i32() + moe->experts_NK().numel());
+    return all;
+  }
+  std::vector<float> grads() {
+    std::vector<float> all;
+    for (const ParamInfo& p : params.list())
+      all.insert(all.end(), p.param.grad.f32(), p.param.grad.f32() + p.shape.numel());
+    return all;
+  }
+
+  ParameterSet params;
+  Arena acts;
+  Transformer model;
+};
+
+// Finite differences of every parameter (4 probes each). A probe whose perturbation changes
+// the routing (top-k is piecewise constant) is skipped: the function is not smooth there.
+void check_gradients(const ModelConfig& config) {
+  TinyModel m(config);
+  m.params.zero_grads();
+  m.model.forward();
+  m.model.backward(float(1.0 / double(m.model.tokens_per_pass())));
+  std::vector<int32_t> routing = m.routing();
+  Rng pick(11);
+  int checked = 0, skipped = 0;
+  for (const ParamInfo& p : m.params.list()) {
+    float* w = p.param.value.f32();
+    const float* g = p.param.grad.f32();
+    int64_t n = p.shape.numel();
+    float g_max = 0;
+    for (int64_t i = 0; i < n; ++i) g_max = std::max(g_max, std::fabs(g[i]));
+    for (int probe = 0; probe < 4; ++probe) {
+      int64_t i = int64_t(pick.below(uint64_t(n)));
+      const float h = 2e-3f, saved = w[i];
+      w[i] = saved + h;
+      double up = m.loss();
+      bool stable = m.routing() == routing;
+      w[i] = saved - h;
+      double down = m.loss();
+      stable = stable && m.routing() == routing;
+      w[i] = saved;
+      if (!stable) {
+        ++skipped;
+        continue;
+      }
+      ++checked;
+      double numeric = (up - down) / (2.0 * h);
+      INFO(p.name, "[", i, "] analytic ", g[i], " numeric ", numeric);
+      CHECK(std::fabs(numeric - g[i]) <= 2e-3 * g_max + 1e-4);
+    }
+  }
+  CHECK(skipped * 10 <= checked);  // the check must cover nearly every probe
+}
+
+// A router over D = E = 2 with an identity gate, so h is the logits.
+struct TinyRouter {
+  explicit TinyRouter(const ModelConfig& config)
+      : config(config), params(Device::kCpu), acts(Device::kCpu), router(config, 4, 1) {
+    router.bind_params(params, "gate.");
+    params.allocate();
+    router.bind_params(params, "gate.");
+    router.layout_acts(acts, "a");
+    h_buf = acts.take({4, 2}, DType::kF32, "a");
+    acts.allocate();
+    router.layout_acts(acts, "a");
+    h_buf = acts.take({4, 2}, DType::kF32, "a");
+    float* w = params.list()[0].param.value.f32();
+    w[0] = 1, w[1] = 0, w[2] = 0, w[3] = 1;
+    // Softmax scores [.75 .25], [.25 .75], [.75 .25], [.75 .25]: top-1 counts 3 and 1.
+    float l3 = float(std::log(3.0));
+    float h[] = {l3, 0, 0, l3, l3, 0, l3, 0};
+    std::copy(h, h + 8, h_buf.f32());
+  }
+  const ModelConfig& config;
+  ParameterSet params;
+  Arena acts;
+  Router router;
+  Tensor h_buf;
+};
+
+}  // namespace
+
+TEST_CASE("moe: parameter names and shapes follow the Hugging Face contract") {
+  ModelConfig c = tiny_moe(RouterScore::kSoftmax, true, 1);
+  ParameterSet params(Device::kCpu);
+  Transformer model(c, 1, 4);
+  model.bind_params(params);
+  std::map<std::string, Shape> shapes;
+  for (const ParamInfo& p : params.list()) shapes[p.name] = p.shape;
+  const std::string m = "model.layers.1.mlp.";
+  CHECK(shapes.at(m + "gate.weight") == Shape{4, 16});
+  CHECK(shapes.at(m + "experts.gate_proj.weight") == Shape{4, 8, 16});
+  CHECK(shapes.at(m + "experts.up_proj.weight") == Shape{4, 8, 16});
+  CHECK(shapes.at(m + "experts.down_proj.weight") == Shape{4, 16, 8});
+  CHECK(shapes.at(m + "shared_expert.gate_proj.weight") == Shape{6, 16});
+  CHECK(shapes.at(m + "shared_expert.down_proj.weight") == Shape{16, 6});
+  CHECK(shapes.at("model.layers.0.mlp.gate_proj.weight") == Shape{24, 16});  // a dense layer
+  CHECK(shapes.count("model.layers.0.mlp.gate.weight") == 0);
+
+  ModelPlan plan = plan_model(c, 1, 4);
+  REQUIRE(plan.moe_phases.size() == 2);
+  int64_t expert = 3 * 16 * 8;
+  // Layer 1 (the only MoE layer) runs top-1 of 4 experts in the first phase, then top-3.
+  CHECK(plan.moe_phases[1].active_params == plan.total_params - 11 * 16 - 1 * expert);
+  CHECK(plan.moe_phases[0].active_params == plan.total_params - 11 * 16 - 3 * expert);
+}
+
+TEST_CASE("moe: gradients match finite differences (softmax, renormalised, shared expert)") {
+  check_gradients(tiny_moe(RouterScore::kSoftmax, true, 0));
+}
+
+TEST_CASE("moe: gradients match finite differences (sigmoid, raw weights, dense first layer)") {
+  ModelConfig c = tiny_moe(RouterScore::kSigmoid, false, 1);
+  c.moe.n_shared_experts = 0;
+  c.moe.d_shared_expert = 0;
+  check_gradients(c);
+}
+
+TEST_CASE("moe: gradients match finite differences in the top-1 phase") {
+  ModelConfig c = tiny_moe(RouterScore::kSoftmax, false, 0);
+  c.moe.top_k = {1};
+  c.moe.phases.clear();
+  check_gradients(c);
+}
+
+TEST_CASE("moe: each balancing loss equals its hand-computed value") {
+  ModelConfig c;
+  c.d_model = 2;
+  c.moe.n_experts = 2;
+  c.moe.d_expert = 1;
+  c.moe.top1_lbl_coeff = 1;
+  c.moe.top1_lbl_temperature = 1;  // fhat is then the mean score p
+  TinyRouter r(c);
+  r.router.forward(r.h_buf);
+  RouterBalance b = r.router.balance({3, 1});
+  // f = (3/4, 1/4), p = (2.5/4, 1.5/4): LBL = 2 (0.75 * 0.625 + 0.25 * 0.375) = 1.125.
+  CHECK(b.lbl == doctest::Approx(1.125));
+  // sum p^2 = 0.53125 over the mean top-1 probability 0.75, times 2.
+  CHECK(b.top1_lbl == doctest::Approx(2 * 0.53125 / 0.75));
+  // Every row's logsumexp is log 4.
+  CHECK(b.z_loss == doctest::Approx(std::log(4.0) * std::log(4.0)));
+  CHECK(b.entropy == doctest::Approx(-(0.75 * std::log(0.75) + 0.25 * std::log(0.25))));
+  CHECK(b.aux == doctest::Approx(b.top1_lbl));  // only the Top-1 LBL has a coefficient
+  // Balanced counts (from the step's other micro-batches, say) give exactly 1.
+  CHECK(r.router.balance({2, 2}).lbl == doctest::Approx(1.0));
+}
+
+TEST_CASE("moe: the balance metric and the expert-bias update") {
+  LoadBalance b = load_balance({6, 2, 0, 0});
+  CHECK(b.max_dev_pct == doctest::Approx(200.0));
+  CHECK(b.min_dev_pct == doctest::Approx(-100.0));
+  CHECK(b.idle_experts == 2);
+
+  ModelConfig c;
+  c.d_model = 2;
+  c.moe.n_experts = 2;
+  c.moe.d_expert = 1;
+  c.moe.bias_update_rate = 0.25;
+  TinyRouter r(c);
+  REQUIRE(r.router.bias().defined());
+  r.router.update_bias({3, 1});  // expert 0 is overloaded: its bias falls, expert 1's rises
+  CHECK(r.router.bias().f32()[0] == -0.25f);
+  CHECK(r.router.bias().f32()[1] == 0.25f);
+  r.router.update_bias({2, 2});  // balanced: unchanged
+  CHECK(r.router.bias().f32()[0] == -0.25f);
+  // Bias 0.5 towards expert 1 flips row 0 (scores .75/.25) but not the weights.
+  r.router.update_bias({3, 1});
+  r.router.forward(r.h_buf);
+  CHECK(r.router.experts_NK().i32()[0] == 1);
+  CHECK(r.router.probs_NK().f32()[0] == doctest::Approx(0.25));
+}
+
+TEST_CASE("moe: global-batch LBL over one micro-batch equals micro-batch LBL") {
+  ModelConfig c = tiny_moe(RouterScore::kSoftmax, true, 0);
+  c.moe.top1_lbl_coeff = 0;
+  TinyModel micro(c);
+  micro.params.zero_grads();
+  micro.model.forward();
+  double aux_micro = micro.model.aux_loss();
+  micro.model.backward(0.1f);
+
+  c.moe.lbl_scope = LblScope::kGlobalBatch;
+  TinyModel global(c);
+  // What the trainer's routing pre-pass does with a single micro-batch.
+  global.model.forward_layers();
+  for (int64_t l = 0; l < c.n_layers; ++l) {
+    MoeLayer* layer = global.model.moe_layer(l);
+    layer->set_global_counts(layer->step_stats().counts);
+    layer->reset_step_stats();
+  }
+  global.params.zero_grads();
+  global.model.forward();
+  CHECK(global.model.aux_loss() == aux_micro);
+  global.model.backward(0.1f);
+  CHECK(global.grads() == micro.grads());
+}
+
+TEST_CASE("moe: a phase switch changes each layer's top-k and nothing else") {
+  ModelConfig c = tiny_moe(RouterScore::kSoftmax, true, 0);
+  CHECK(c.moe.phase_at(0, 10) == 0);
+  CHECK(c.moe.phase_at(4, 10) == 0);
+  CHECK(c.moe.phase_at(5, 10) == 1);  // steps completed >= 0.5 * 10: the final phase
+  TinyModel m(c);
+  CHECK(m.model.moe_layer(0)->top_k() == 2);
+  CHECK(m.model.moe_layer(1)->top_k() == 3);
+  m.model.set_moe_phase(0);
+  CHECK(m.model.moe_layer(0)->top_k() == 1);
+  CHECK(m.model.moe_layer(1)->top_k() == 1);
+  double top1 = m.loss();
+  m.model.set_moe_phase(1);
+  double top23 = m.loss();
+  m.model.set_moe_phase(0);
+  CHECK(m.loss() == top1);  // switching back reproduces the same forward
+  CHECK(top23 != top1);
+}
