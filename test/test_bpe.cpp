@@ -1,5 +1,5 @@
 // Byte-level BPE: the byte table, UTF-8 decoding, pre-tokenizer splits, merges by rank,
-// added tokens, post-processing, malformed tokenizer.json files, the trainer's output, and
+// the NFC normalizer, added tokens, post-processing, malformed tokenizer.json files, the trainer's output, and
 // decode(encode(x)) == x on random bytes. Expected ids were read off Hugging Face
 // `tokenizers` 0.23 on the same tokenizer.json; test/integration/tokenizer_parity.sh compares
 // with it directly on a large text set.
@@ -213,6 +213,47 @@ TEST_CASE("bpe: added tokens are cut out first: specials, lstrip/rstrip, single_
   CHECK(longest.encode("xab", AddSpecialTokens::kNo) == Ids{'x', 257});
 }
 
+TEST_CASE("bpe: NFC composes text, keeping invalid UTF-8 bytes as they are") {
+  Normalizer nfc = Normalizer::nfc();
+  std::string out = "untouched";
+  CHECK_FALSE(nfc.normalize("plain text, caf\u00e9", out));
+  CHECK(out == "untouched");
+  CHECK_FALSE(nfc.normalize("e\xff\u0301", out));  // the bad byte parts e from its accent
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {"e\u0301", "\u00e9"},
+      {"\u212b", "\u00c5"},                     // Angstrom sign -> A with ring
+      {"\u1100\u1161\u11a8", "\uac01"},         // Hangul jamo -> one syllable
+      {"q\u0307\u0323", "q\u0323\u0307"},       // marks reordered by combining class
+      {"\xff" "e\u0301\xfe a\u030a\xc3", "\xff\u00e9\xfe \u00e5\xc3"},
+  };
+  for (const auto& [text, wanted] : cases) {
+    INFO(text);
+    REQUIRE(nfc.normalize(text, out));
+    CHECK(out == wanted);
+  }
+}
+
+TEST_CASE("bpe: the NFC normalizer applies between added tokens, before pre-tokenizing") {
+  json spec = tokenizer_json({{"\xc3", "\xa9"}});  // "\u00e9" is token 256
+  spec["added_tokens"] = {added_token(257, "cafe\u0301", false),  // matched after NFC
+                          added_token(258, "<a\u0301>", true)};   // matched on the input
+  BpeTokenizer plain(spec, "plain");
+  CHECK(plain.encode("e\u0301") == Ids{'e', 0xcc, 0x81});
+  spec["normalizer"] = {{"type", "Sequence"}, {"normalizers", {{{"type", "NFC"}}}}};
+  BpeTokenizer tok(spec, "nfc");
+  CHECK(tok.encode("e\u0301") == Ids{256});
+  CHECK(tok.encode("\u00e9") == Ids{256});
+  CHECK(tok.encode("e\u0301\xff e\u0301") == Ids{256, 255, ' ', 256});
+  CHECK(tok.encode("caf\u00e9!") == Ids{257, '!'});
+  CHECK(tok.encode("cafe\u0301") == Ids{257});
+  CHECK(tok.encode("<a\u0301>e\u0301") == Ids{258, 256});
+  CHECK(tok.encode("<\u00e1>") == Ids{'<', 0xc3, 0xa1, '>'});
+  // As in Hugging Face, a normalized added token decodes from its NFC form through the byte
+  // table, where "\u00e9" stands for the byte 0xE9.
+  CHECK(tok.decode(Ids{257}) == "caf\xe9");
+  CHECK(tok.decode(Ids{258}, SkipSpecialTokens::kNo) == "<a\u0301>");
+}
+
 TEST_CASE("bpe: the post-processor adds BOS and EOS, decode skips special tokens") {
   json file = tokenizer_json({});
   file["added_tokens"] = {added_token(256, "<|begin_of_text|>", true),
@@ -261,7 +302,10 @@ TEST_CASE("bpe: a malformed tokenizer.json is one UserError line naming the file
       {with("/pre_tokenizer", {{"type", "Split"}, {"pattern", {{"Regex", "(a"}}},
                                {"behavior", "Isolated"}}),
        "does not compile"},
-      {with("/normalizer", {{"type", "NFC"}}), "normalizer \"NFC\" is not supported"},
+      {with("/normalizer", {{"type", "NFD"}}), "normalizer \"NFD\" is not supported"},
+      {with("/normalizer", {{"type", "Sequence"},
+                            {"normalizers", {{{"type", "NFC"}}, {{"type", "Lowercase"}}}}}),
+       "normalizer \"Lowercase\" is not supported"},
       {with("/decoder", nullptr), "ByteLevel decoder"},
       {with("/model/byte_fallback", true), "byte_fallback"},
       {with("/added_tokens", {{{"id", "x"}, {"content", "<s>"}}}), "added_tokens[0].id"},

@@ -105,6 +105,7 @@ int32_t get_id(const json& value, const std::string& where) {
 struct BpeTokenizer::State {
   std::string source;
   uint64_t instance = 0;  // tells thread-local caches which tokenizer they serve
+  Normalizer normalizer;
   PreTokenizer pre_tokenizer;
   MergeTable merges;
   std::array<int32_t, 256> byte_ids{};  // the model's id of each byte's symbol, -1 if none
@@ -139,6 +140,8 @@ struct BpeTokenizer::Scratch {
       cache;
   std::vector<int32_t> cache_ids;
   std::vector<TextSegment> segments;
+  std::vector<TextSegment> inner;  // a segment's pieces after its normalized added tokens
+  std::string normalized;
   std::vector<PreToken> pieces;
   std::string spaced;
   std::vector<int32_t> symbols;
@@ -166,9 +169,7 @@ void BpeTokenizer::State::load(const json& file) {
     auto it = file.find(key);
     return it == file.end() ? kNull : *it;
   };
-  if (!member("normalizer").is_null())
-    fail("normalizer {} is not supported (sigma reads byte-level BPE files without one)",
-         describe(member("normalizer")));
+  normalizer = Normalizer::from_json(member("normalizer"));
   if (!member("model").is_object()) fail("\"model\" is missing or not an object");
   std::unordered_map<std::string, int32_t> vocab;
   load_model(member("model"), vocab);
@@ -203,6 +204,13 @@ void BpeTokenizer::State::load(const json& file) {
   bytes.assign(count, std::string());
   for (size_t id = 0; id < count; ++id)
     if (present[id]) bytes[id] = vocab_string_to_bytes(spelling[id]).value_or(spelling[id]);
+  // Hugging Face decodes a normalized added token from its normalized content: the NFC of
+  // "cafe\u0301" is "caf\u00e9", whose \u00e9 the byte table reads as the lone byte 0xE9.
+  for (const AddedToken& token : added) {
+    std::string normal;
+    if (token.normalized && normalizer.normalize(token.content, normal))
+      bytes[token.id] = vocab_string_to_bytes(normal).value_or(normal);
+  }
   for (const char* name : kEosNames) {
     for (const AddedToken& token : added)
       if (token.special && token.content == name && eos < 0) eos = token.id;
@@ -304,7 +312,7 @@ void BpeTokenizer::State::load_added_tokens(const json& list) {
     token.normalized = read_flag(item, "normalized", !token.special, where);
     added.push_back(std::move(token));
   }
-  added_splitter = AddedTokenSplitter(added);
+  added_splitter = AddedTokenSplitter(added, normalizer);
 }
 
 void BpeTokenizer::State::load_post_processor(const json& value, const std::string& where) {
@@ -500,22 +508,33 @@ void BpeTokenizer::encode_into(std::string_view text, AddSpecialTokens add, Scra
   const State& s = *state_;
   out.clear();
   if (add == AddSpecialTokens::kYes) out = s.prefix_ids;
-  s.added_splitter.split(text, sc.segments);
+  // Hugging Face's order: added tokens matched on the input, normalization of the text
+  // between them, added tokens matched on the normalized text, then the pre-tokenizer.
+  s.added_splitter.split(text, AddedPass::kUnnormalized, sc.segments);
   for (const TextSegment& segment : sc.segments) {
     if (segment.added_id >= 0) {
       out.push_back(segment.added_id);
       continue;
     }
     std::string_view part = text.substr(segment.begin, segment.end - segment.begin);
-    s.pre_tokenizer.split(part, sc.pieces);
-    for (const PreToken& piece : sc.pieces) {
-      std::string_view bytes = part.substr(piece.begin, piece.end - piece.begin);
-      if (piece.space_prefix) {
-        sc.spaced.assign(1, ' ');
-        sc.spaced.append(bytes);
-        bytes = sc.spaced;
+    if (s.normalizer.normalize(part, sc.normalized)) part = sc.normalized;
+    s.added_splitter.split(part, AddedPass::kNormalized, sc.inner);
+    for (const TextSegment& inner : sc.inner) {
+      if (inner.added_id >= 0) {
+        out.push_back(inner.added_id);
+        continue;
       }
-      encode_piece(bytes, sc, out);
+      std::string_view rest = part.substr(inner.begin, inner.end - inner.begin);
+      s.pre_tokenizer.split(rest, sc.pieces);
+      for (const PreToken& piece : sc.pieces) {
+        std::string_view bytes = rest.substr(piece.begin, piece.end - piece.begin);
+        if (piece.space_prefix) {
+          sc.spaced.assign(1, ' ');
+          sc.spaced.append(bytes);
+          bytes = sc.spaced;
+        }
+        encode_piece(bytes, sc, out);
+      }
     }
   }
   if (add == AddSpecialTokens::kYes)

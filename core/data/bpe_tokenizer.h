@@ -9,7 +9,10 @@
 // decode(encode(x)) == x for any x without special-token text, when the vocabulary holds all
 // 256 bytes. On valid UTF-8 the ids are Hugging Face's; its decode is ours read as lossy UTF-8.
 //
-// Leaves out: normalizers (tokenizer.json files with one are refused), BPE dropout, byte
+// The NFC normalizer (Qwen2/Qwen3) is applied to the text between added tokens, as Hugging
+// Face does; invalid UTF-8 bytes pass through it unchanged (see pretokenizer.h).
+//
+// Leaves out: normalizers other than NFC (files with one are refused), BPE dropout, byte
 // fallback, word-piece style prefixes and suffixes, truncation and padding, offsets, and
 // Unicode classes newer than the Unicode version of the system's PCRE2 (Unicode 14 for Debian
 // 12's 10.42), where Hugging Face's regex library may already know more characters.

@@ -1,11 +1,14 @@
 // The cuts before BPE (see pretokenizer.h): PCRE2 regexes, the rules that turn a piece's
-// matches and the gaps between them into pre-tokens, and added-token matching.
+// matches and the gaps between them into pre-tokens, NFC through ICU, and added-token matching.
 #include "core/data/pretokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
 #include <nlohmann/json.hpp>
+#include <unicode/bytestream.h>
+#include <unicode/normalizer2.h>
+#include <unicode/utf8.h>
 
 #include "core/data/byte_unicode.h"
 #include "core/error.h"
@@ -209,6 +212,81 @@ std::string spell_out_white_space(std::string_view pattern) {
 }
 
 }  // namespace
+
+Normalizer Normalizer::from_json(const json& value) {
+  Normalizer normalizer;
+  if (value.is_null()) return normalizer;
+  auto type_of = [](const json& item) {
+    return item.is_object() && item.contains("type") && item["type"].is_string()
+               ? item["type"].get<std::string>()
+               : std::string();
+  };
+  auto refuse = [](const json& item, const std::string& type) {
+    std::string shown = type.empty() ? item.dump().substr(0, 60) : "\"" + type + "\"";
+    fail("normalizer {} is not supported (sigma reads NFC, or a Sequence of NFC, only)", shown);
+  };
+  std::string type = type_of(value);
+  if (type == "Sequence") {
+    auto list = value.find("normalizers");
+    if (list == value.end() || !list->is_array()) fail("normalizer.normalizers must be a list");
+    for (const json& item : *list)
+      if (type_of(item) != "NFC") refuse(item, type_of(item));
+    normalizer.nfc_ = !list->empty();
+  } else if (type == "NFC") {
+    normalizer.nfc_ = true;
+  } else {
+    refuse(value, type);
+  }
+  return normalizer;
+}
+
+Normalizer Normalizer::nfc() {
+  Normalizer normalizer;
+  normalizer.nfc_ = true;
+  return normalizer;
+}
+
+bool Normalizer::normalize(std::string_view text, std::string& out) const {
+  if (!nfc_) return false;
+  UErrorCode status = U_ZERO_ERROR;
+  const icu::Normalizer2* nfc = icu::Normalizer2::getNFCInstance(status);
+  if (U_FAILURE(status)) fail("ICU has no NFC data: {}", u_errorName(status));
+  SIGMA_CHECK(text.size() < static_cast<size_t>(INT32_MAX), "text of {} bytes is too long to "
+              "normalize", text.size());
+  // Valid runs between invalid bytes are checked (and, rarely, rewritten) one by one; `out`
+  // is only built once some run changes, so already-normal text costs a single scan.
+  bool changed = false;
+  size_t copied = 0;  // text[0, copied) is reflected in `out` once changed
+  auto normalize_run = [&](size_t begin, size_t end) {
+    if (begin == end) return;
+    icu::StringPiece run(text.data() + begin, static_cast<int32_t>(end - begin));
+    bool normal = nfc->isNormalizedUTF8(run, status);
+    if (U_FAILURE(status)) fail("NFC check failed: {}", u_errorName(status));
+    if (normal) return;
+    if (!changed) out.clear();
+    changed = true;
+    out.append(text.substr(copied, begin - copied));
+    icu::StringByteSink<std::string> sink(&out);
+    nfc->normalizeUTF8(0, run, sink, nullptr, status);
+    if (U_FAILURE(status)) fail("NFC normalization failed: {}", u_errorName(status));
+    copied = end;
+  };
+  const auto* bytes = reinterpret_cast<const uint8_t*>(text.data());
+  auto length = static_cast<int32_t>(text.size());
+  int32_t run_begin = 0;
+  for (int32_t i = 0; i < length;) {
+    int32_t start = i;
+    UChar32 c = 0;
+    U8_NEXT(bytes, i, length, c);
+    if (c < 0) {  // an ill-formed sequence: bytes [start, i) stay as they are
+      normalize_run(static_cast<size_t>(run_begin), static_cast<size_t>(start));
+      run_begin = i;
+    }
+  }
+  normalize_run(static_cast<size_t>(run_begin), text.size());
+  if (changed) out.append(text.substr(copied));
+  return changed;
+}
 
 bool read_flag(const json& object, const char* key, bool fallback, const std::string& where) {
   auto it = object.find(key);
@@ -432,14 +510,21 @@ int32_t AddedTokenSplitter::Trie::longest_at(std::string_view text, size_t pos,
   return found;
 }
 
-AddedTokenSplitter::AddedTokenSplitter(const std::vector<AddedToken>& tokens)
+AddedTokenSplitter::AddedTokenSplitter(const std::vector<AddedToken>& tokens,
+                                       const Normalizer& normalizer)
     : tokens_(tokens),
       // Word characters as Hugging Face's single_word check sees them (Unicode's \w).
       word_char_(std::make_shared<const Regex>(
           R"(^[\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\p{Join_Control}])")) {
   for (size_t i = 0; i < tokens_.size(); ++i) {
     SIGMA_CHECK(!tokens_[i].content.empty(), "added token {} is empty", tokens_[i].id);
-    (tokens_[i].normalized ? normalized_ : raw_).add(tokens_[i].content, static_cast<int32_t>(i));
+    if (!tokens_[i].normalized) {
+      raw_.add(tokens_[i].content, static_cast<int32_t>(i));
+      continue;
+    }
+    std::string normal;
+    bool changed = normalizer.normalize(tokens_[i].content, normal);
+    normalized_.add(changed ? normal : tokens_[i].content, static_cast<int32_t>(i));
   }
 }
 
@@ -449,20 +534,12 @@ bool AddedTokenSplitter::is_word_char(std::string_view character) const {
   return word_char_->find(character, 0, begin, end);
 }
 
-void AddedTokenSplitter::split(std::string_view text, std::vector<TextSegment>& out) const {
-  // Tokens without normalization are cut out first, then normalized ones from the text
-  // between them (with no normalizer both see the same bytes; only the priority differs).
+void AddedTokenSplitter::split(std::string_view text, AddedPass pass,
+                               std::vector<TextSegment>& out) const {
+  const Trie& trie = pass == AddedPass::kUnnormalized ? raw_ : normalized_;
   out.clear();
-  if (raw_.empty()) out.push_back({0, text.size(), -1});
-  else split_range(raw_, text, 0, text.size(), out);
-  if (normalized_.empty()) return;
-  thread_local std::vector<TextSegment> refined;
-  refined.clear();
-  for (const TextSegment& segment : out) {
-    if (segment.added_id >= 0) refined.push_back(segment);
-    else split_range(normalized_, text, segment.begin, segment.end, refined);
-  }
-  out.swap(refined);
+  if (trie.empty()) out.push_back({0, text.size(), -1});
+  else split_range(trie, text, 0, text.size(), out);
 }
 
 void AddedTokenSplitter::split_range(const Trie& trie, std::string_view text, size_t begin,

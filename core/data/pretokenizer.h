@@ -1,7 +1,9 @@
-// The two cuts a Hugging Face tokenizer makes before BPE, so that no token crosses them:
-// added tokens are cut out of the text first (AddedTokenSplitter), and the text between them
-// is pre-tokenized by regular expressions (PreTokenizer). Supports the pre-tokenizers GPT-2,
-// Llama-3 and Qwen2/o200k files use: ByteLevel (the GPT-2 regex, add_prefix_space,
+// The cuts and rewrites a Hugging Face tokenizer makes before BPE, so that no token crosses
+// them: added tokens with normalized = false are cut out of the text first
+// (AddedTokenSplitter), the text between them is normalized (Normalizer: NFC, as Qwen2/Qwen3
+// files ask), added tokens with normalized = true are cut out of the normalized text, and the
+// rest is pre-tokenized by regular expressions (PreTokenizer). Supports the pre-tokenizers
+// GPT-2, Llama-3 and Qwen2/o200k files use: ByteLevel (the GPT-2 regex, add_prefix_space,
 // use_regex), Split (a regex or a literal string, the five delimiter behaviours, invert) and
 // Sequence of these.
 //
@@ -11,9 +13,11 @@
 // (PCRE2's \s also takes U+180E). Other escapes whose meaning differs (Oniguruma's \h is a
 // hex digit) are not translated. Invalid UTF-8 never matches a pattern item
 // (PCRE2_MATCH_INVALID_UTF), so such bytes fall between matches and stay in the output.
+// NFC is ICU's; invalid UTF-8 bytes are kept unchanged and each valid run between them is
+// normalized on its own (Hugging Face, taking a str, never sees such bytes).
 //
-// Leaves out: normalizers, and the pre-tokenizers word-piece and unigram models use
-// (Whitespace, Metaspace, Digits, Punctuation, ...).
+// Leaves out: normalizers other than NFC (NFD, NFKC, Lowercase, Replace, ...), and the
+// pre-tokenizers word-piece and unigram models use (Whitespace, Metaspace, Digits, ...).
 #pragma once
 
 #include <nlohmann/json_fwd.hpp>
@@ -38,6 +42,22 @@ inline constexpr std::string_view kGpt2Pattern =
 // anything else but a boolean is a UserError naming where.key.
 bool read_flag(const nlohmann::json& object, const char* key, bool fallback,
                const std::string& where);
+
+// tokenizer.json's "normalizer": none, or Unicode NFC (alone or in a Sequence of NFCs).
+class Normalizer {
+ public:
+  // Reads the "normalizer" value (null: none); any other kind is a UserError naming it.
+  static Normalizer from_json(const nlohmann::json& value);
+  static Normalizer nfc();
+
+  bool active() const { return nfc_; }
+  // When normalizing changes `text`, writes the result to `out` and returns true; otherwise
+  // (the common case: text already in NFC) returns false and leaves `out` alone.
+  bool normalize(std::string_view text, std::string& out) const;
+
+ private:
+  bool nfc_ = false;
+};
 
 // A compiled PCRE2 pattern; thread-safe (match buffers are per thread).
 class Regex {
@@ -122,13 +142,18 @@ struct TextSegment {
   int32_t added_id = -1;
 };
 
-// Finds added tokens as Hugging Face does: leftmost-longest literal matches, first of the
-// tokens with normalized = false, then of the others in the text between those.
+// Which added tokens a split looks for: those with normalized = false (on the input text),
+// or those with normalized = true (on the normalized text between the former).
+enum class AddedPass { kUnnormalized, kNormalized };
+
+// Finds added tokens as Hugging Face does: leftmost-longest literal matches, in two passes.
 class AddedTokenSplitter {
  public:
-  explicit AddedTokenSplitter(const std::vector<AddedToken>& tokens = {});
+  // The contents of normalized tokens are matched in their normalized form, as in Hugging Face.
+  explicit AddedTokenSplitter(const std::vector<AddedToken>& tokens = {},
+                              const Normalizer& normalizer = {});
   // Cuts `text` into segments (replacing `out`'s contents), covering it in order.
-  void split(std::string_view text, std::vector<TextSegment>& out) const;
+  void split(std::string_view text, AddedPass pass, std::vector<TextSegment>& out) const;
 
  private:
   class Trie {

@@ -1,6 +1,6 @@
 # sigma's byte-level BPE against Hugging Face `tokenizers` (test/crosscheck/hf_tokenizer_parity.py):
-# tokenizers of the GPT-2, GPT-2 with add_prefix_space and added tokens, Llama-3, Qwen2 and
-# o200k styles are trained by Hugging Face on a generated multi-script corpus, and two more by
+# tokenizers of the GPT-2, GPT-2 with add_prefix_space and added tokens, Llama-3, Qwen2 (also
+# with Qwen2/Qwen3's NFC normalizer) and o200k styles are trained by Hugging Face on a generated multi-script corpus, and two more by
 # `sigma data train-tokenizer` (GPT-2 style, and Llama-3 style with a BOS template); sigma
 # (through test/tools/tokenize_tool) and Hugging Face then encode and decode the same text set
 # and must agree exactly, and sigma must round-trip random bytes. A negative control checks the
@@ -95,4 +95,5 @@ malformed unknown-merge 'model.merges[3] refers to "Ġzzz"' 'j["model"]["merges"
 malformed digits 'pre_tokenizer.pretokenizers[0]: pre-tokenizer type "Digits" is not supported' \
   'j["pre_tokenizer"] = {"type": "Sequence",
                          "pretokenizers": [{"type": "Digits"}, j["pre_tokenizer"]]}'
+malformed nfkc 'normalizer "NFKC" is not supported' 'j["normalizer"] = {"type": "NFKC"}'
 echo "ok: sigma matches Hugging Face tokenizers; malformed files are one-line errors"
