@@ -3,6 +3,7 @@
 #include "core/random.h"
 #include "models/model_plan.h"
 #include "models/transformer.h"
+#include "test/tiny_model.h"
 
 #include <doctest/doctest.h>
 
@@ -25,28 +26,7 @@ ModelConfig tiny_config(bool augq, bool qk_norm, bool tied) {
   return c;
 }
 
-struct TinyModel {
-  explicit TinyModel(const ModelConfig& config, int64_t batch = 2, int64_t seq_len = 5)
-      : params(Device::kCpu), acts(Device::kCpu), model(config, batch, seq_len) {
-    model.bind_params(params);
-    params.allocate();
-    model.bind_params(params);
-    model.layout_acts(acts);
-    acts.allocate();
-    model.layout_acts(acts);
-    params.initialize(7);
-    Rng rng(3);
-    for (int64_t i = 0; i < model.tokens().numel(); ++i) {
-      model.tokens().i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
-      model.targets().i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
-    }
-  }
-  double loss() { return model.forward() / double(model.tokens_per_pass()); }
-
-  ParameterSet params;
-  Arena acts;
-  Transformer model;
-};
+using test::TinyModel;
 
 void check_gradients(const ModelConfig& config) {
   TinyModel m(config);
@@ -134,9 +114,7 @@ TEST_CASE("model: gradients accumulate over micro-batches") {
   m.model.backward(1.0f);
   m.model.forward();
   m.model.backward(1.0f);
-  std::vector<float> twice;
-  for (const ParamInfo& p : m.params.list())
-    twice.insert(twice.end(), p.param.grad.f32(), p.param.grad.f32() + p.shape.numel());
+  std::vector<float> twice = m.grads();
   m.params.zero_grads();
   m.model.forward();
   m.model.backward(2.0f);

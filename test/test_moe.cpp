@@ -5,6 +5,7 @@
 #include "core/random.h"
 #include "models/model_plan.h"
 #include "models/transformer.h"
+#include "test/tiny_model.h"
 
 #include <doctest/doctest.h>
 
@@ -39,24 +40,9 @@ ModelConfig tiny_moe(RouterScore score, bool renormalize, int64_t dense_layers) 
   return c;
 }
 
-struct TinyModel {
-  explicit TinyModel(const ModelConfig& config, int64_t batch = 2, int64_t seq_len = 5)
-      : params(Device::kCpu), acts(Device::kCpu), model(config, batch, seq_len) {
-    model.bind_params(params);
-    params.allocate();
-    model.bind_params(params);
-    model.layout_acts(acts);
-    acts.allocate();
-    model.layout_acts(acts);
-    params.initialize(7);
-    Rng rng(3);
-    for (int64_t i = 0; i < model.tokens().numel(); ++i) {
-      model.tokens().i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
-      model.targets().i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
-    }
-  }
-  // The objective backward(1 / N) differentiates: mean token loss + balancing losses.
-  double loss() { return model.forward() / double(model.tokens_per_pass()) + model.aux_loss(); }
+// The MoE tests also read which experts each token chose.
+struct TinyModel : test::TinyModel {
+  using test::TinyModel::TinyModel;
   std::vector<int32_t> routing() {
     std::vector<int32_t> all;
     for (int64_t l = 0; l < model.config().n_layers; ++l)
@@ -65,16 +51,6 @@ struct TinyModel {
                    moe->experts_NK().i32() + moe->experts_NK().numel());
     return all;
   }
-  std::vector<float> grads() {
-    std::vector<float> all;
-    for (const ParamInfo& p : params.list())
-      all.insert(all.end(), p.param.grad.f32(), p.param.grad.f32() + p.shape.numel());
-    return all;
-  }
-
-  ParameterSet params;
-  Arena acts;
-  Transformer model;
 };
 
 // Finite differences of every parameter (4 probes each). A probe whose perturbation changes
