@@ -53,43 +53,15 @@ struct TinyModel : test::TinyModel {
   }
 };
 
-// Finite differences of every parameter (4 probes each). A probe whose perturbation changes
-// the routing (top-k is piecewise constant) is skipped: the function is not smooth there.
+// Finite differences of every parameter. A probe whose perturbation changes the routing
+// (top-k is piecewise constant) is skipped: the function is not smooth there.
 void check_gradients(const ModelConfig& config) {
   TinyModel m(config);
-  m.params.zero_grads();
   m.model.forward();
-  m.model.backward(float(1.0 / double(m.model.tokens_per_pass())));
   std::vector<int32_t> routing = m.routing();
-  Rng pick(11);
-  int checked = 0, skipped = 0;
-  for (const ParamInfo& p : m.params.list()) {
-    float* w = p.param.value.f32();
-    const float* g = p.param.grad.f32();
-    int64_t n = p.shape.numel();
-    float g_max = 0;
-    for (int64_t i = 0; i < n; ++i) g_max = std::max(g_max, std::fabs(g[i]));
-    for (int probe = 0; probe < 4; ++probe) {
-      int64_t i = int64_t(pick.below(uint64_t(n)));
-      const float h = 2e-3f, saved = w[i];
-      w[i] = saved + h;
-      double up = m.loss();
-      bool stable = m.routing() == routing;
-      w[i] = saved - h;
-      double down = m.loss();
-      stable = stable && m.routing() == routing;
-      w[i] = saved;
-      if (!stable) {
-        ++skipped;
-        continue;
-      }
-      ++checked;
-      double numeric = (up - down) / (2.0 * h);
-      INFO(p.name, "[", i, "] analytic ", g[i], " numeric ", numeric);
-      CHECK(std::fabs(numeric - g[i]) <= 2e-3 * g_max + 1e-4);
-    }
-  }
-  CHECK(skipped * 10 <= checked);  // the check must cover nearly every probe
+  test::GradientCheckCounts counts =
+      test::check_gradients_numerically(m, [&] { return m.routing() == routing; });
+  CHECK(counts.skipped * 10 <= counts.checked);  // the check must cover nearly every probe
 }
 
 // A router over D = E = 2 with an identity gate, so h is the logits.
