@@ -267,6 +267,13 @@ void add(Tensor out, Tensor a, Tensor b) {
   SIGMA_ROUTE(c.device(), add, out, a, b);
 }
 
+void convert(Tensor out, Tensor inp) {
+  Check c("convert", {out, inp});
+  c.activations({{out, "out"}, {inp, "inp"}});
+  c.numel({{out, "out"}}, inp.numel());
+  SIGMA_ROUTE(c.device(), convert, out, inp);
+}
+
 void scale(Tensor x, float scale) {
   Check c("scale", {x});
   c.activations({{x, "x"}});

@@ -67,6 +67,8 @@ void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, floa
 // --- elementwise and reductions ------------------------------------------------------------
 // out = a + b (out may alias a or b).
 void add(Tensor out, Tensor a, Tensor b);
+// out = inp converted to out's dtype (f32 <-> bf16 on CUDA; a copy on the CPU). Same numel.
+void convert(Tensor out, Tensor inp);
 // x *= scale.
 void scale(Tensor x, float scale);
 // Sum of squares of x, accumulated in double for a stable gradient norm.

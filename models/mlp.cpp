@@ -30,18 +30,18 @@ MlpGrads Mlp::layout_grads(Arena& arena, const ModelConfig& config, int64_t toke
 }
 
 void Mlp::forward(Tensor out_ND, Tensor h_ND) {
-  ops::matmul_forward(gate_NF_, h_ND, gate_proj_.value);
-  ops::matmul_forward(up_NF_, h_ND, up_proj_.value);
+  ops::matmul_forward(gate_NF_, h_ND, gate_proj_.weight);
+  ops::matmul_forward(up_NF_, h_ND, up_proj_.weight);
   ops::swiglu_forward(act_NF_, gate_NF_, up_NF_);
-  ops::matmul_forward(out_ND, act_NF_, down_proj_.value);
+  ops::matmul_forward(out_ND, act_NF_, down_proj_.weight);
 }
 
 void Mlp::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MlpGrads& g) {
-  ops::matmul_backward(g.d_act_NF, down_proj_.grad, d_out_ND, act_NF_, down_proj_.value);
+  ops::matmul_backward(g.d_act_NF, down_proj_.grad, d_out_ND, act_NF_, down_proj_.weight);
   ops::swiglu_backward(g.d_gate_NF, g.d_up_NF, g.d_act_NF, gate_NF_, up_NF_);
   // h feeds gate_proj and up_proj: its gradient is the sum of both.
-  ops::matmul_backward(d_h_ND, gate_proj_.grad, g.d_gate_NF, h_ND, gate_proj_.value);
-  ops::matmul_backward(g.d_tmp_ND, up_proj_.grad, g.d_up_NF, h_ND, up_proj_.value);
+  ops::matmul_backward(d_h_ND, gate_proj_.grad, g.d_gate_NF, h_ND, gate_proj_.weight);
+  ops::matmul_backward(g.d_tmp_ND, up_proj_.grad, g.d_up_NF, h_ND, up_proj_.weight);
   ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
 }
 

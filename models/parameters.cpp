@@ -1,6 +1,7 @@
 #include "models/parameters.h"
 
 #include "core/random.h"
+#include "kernels/ops.h"
 
 namespace sigma {
 
@@ -8,6 +9,7 @@ Param ParameterSet::add(const std::string& name, Shape shape, ParamInit init, do
                         bool decay) {
   Param p;
   p.value = values_.take(shape, DType::kF32, "weights");
+  p.weight = separate_weights() ? weights_.take(shape, DType::kBF16, "weights (bf16 copy)") : p.value;
   p.grad = grads_.take(shape, DType::kF32, "gradients");
   if (!allocated()) {
     params_.push_back({name, shape, init, init_std, decay, p});
@@ -21,6 +23,7 @@ Param ParameterSet::add(const std::string& name, Shape shape, ParamInit init, do
 
 void ParameterSet::allocate() {
   values_.allocate();
+  if (separate_weights()) weights_.allocate();
   grads_.allocate();
   cursor_ = 0;
 }
@@ -37,6 +40,11 @@ void ParameterSet::initialize(uint64_t seed) {
     Rng rng(seed_for(seed, info.name));
     for (int64_t i = 0; i < n; ++i) w[i] = float(info.init_std * rng.normal());
   }
+}
+
+void ParameterSet::refresh_weights() {
+  if (!separate_weights()) return;
+  for (const ParamInfo& info : params_) ops::convert(info.param.weight, info.param.value);
 }
 
 int64_t ParameterSet::num_elements() const {

@@ -16,8 +16,12 @@ namespace sigma {
 
 enum class ParamInit { kNormal, kOnes };
 
+// value is the fp32 master copy the optimizer updates and checkpoints keep; weight is what
+// forward and backward read: value itself on the CPU, a bf16 copy on CUDA (DESIGN.md,
+// "Precision"); grad is fp32 everywhere, so micro-batches accumulate without rounding.
 struct Param {
   Tensor value;
+  Tensor weight;
   Tensor grad;
 };
 
@@ -32,7 +36,7 @@ struct ParamInfo {
 
 class ParameterSet {
  public:
-  explicit ParameterSet(Device device) : values_(device), grads_(device) {}
+  explicit ParameterSet(Device device) : values_(device), weights_(device), grads_(device) {}
 
   // Registers a parameter (planning pass) or returns it with memory (binding pass).
   Param add(const std::string& name, Shape shape, ParamInit init, double init_std, bool decay);
@@ -44,13 +48,21 @@ class ParameterSet {
   // (seed, name), so adding a parameter never changes the others' initial values.
   void initialize(uint64_t seed);
   void zero_grads() { grads_.zero(); }
+  // Rewrites every compute weight from its master value (after init or a checkpoint load;
+  // the optimizer keeps them in step afterwards). Nothing to do on the CPU.
+  void refresh_weights();
 
   const std::vector<ParamInfo>& list() const { return params_; }
   int64_t num_elements() const;
   const Arena& values() const { return values_; }
+  const Arena& grads() const { return grads_; }
+  Device device() const { return values_.device(); }
+  // Compute weights are separate tensors (bf16) on CUDA only.
+  bool separate_weights() const { return device() != Device::kCpu; }
 
  private:
   Arena values_;
+  Arena weights_;
   Arena grads_;
   std::vector<ParamInfo> params_;
   size_t cursor_ = 0;  // binding pass: index of the next parameter

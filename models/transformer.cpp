@@ -89,22 +89,22 @@ void Transformer::layout_acts(Arena& arena) {
 double Transformer::forward() {
   forward_layers();
   float eps = float(config_.norm_eps);
-  ops::rmsnorm_forward(final_ND_, final_rstd_N_, residual_ND_.back(), final_norm_.value, eps);
-  ops::matmul_forward(logits_NV_, final_ND_, lm_head_.value);
+  ops::rmsnorm_forward(final_ND_, final_rstd_N_, residual_ND_.back(), final_norm_.weight, eps);
+  ops::matmul_forward(logits_NV_, final_ND_, lm_head_.weight);
   ops::cross_entropy_forward(losses_N_, logits_NV_, targets_N_);
   return ops::sum(losses_N_);
 }
 
 void Transformer::forward_layers() {
   float eps = float(config_.norm_eps);
-  ops::embedding_forward(residual_ND_[0], tokens_N_, embed_tokens_.value);
+  ops::embedding_forward(residual_ND_[0], tokens_N_, embed_tokens_.weight);
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& layer = layers_[l];
     Tensor x = residual_ND_[l], mid = mid_ND_[l];
-    ops::rmsnorm_forward(layer.h1_ND, layer.rstd1_N, x, layer.input_layernorm.value, eps);
+    ops::rmsnorm_forward(layer.h1_ND, layer.rstd1_N, x, layer.input_layernorm.weight, eps);
     layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
     ops::add(mid, x, branch_ND_);
-    ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.value, eps);
+    ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.weight, eps);
     if (layer.moe)
       layer.moe->forward(branch_ND_, layer.h2_ND);
     else
@@ -116,9 +116,9 @@ void Transformer::forward_layers() {
 void Transformer::backward(float loss_scale) {
   // The logits buffer becomes its own gradient: it is not needed after this point.
   ops::cross_entropy_backward(logits_NV_, logits_NV_, targets_N_, loss_scale);
-  ops::matmul_backward(d_h_ND_, lm_head_.grad, logits_NV_, final_ND_, lm_head_.value);
+  ops::matmul_backward(d_h_ND_, lm_head_.grad, logits_NV_, final_ND_, lm_head_.weight);
   ops::rmsnorm_backward(d_res_ND_, final_norm_.grad, d_h_ND_, residual_ND_.back(),
-                        final_norm_.value, final_rstd_N_);
+                        final_norm_.weight, final_rstd_N_);
   for (size_t l = layers_.size(); l-- > 0;) {
     Layer& layer = layers_[l];
     Tensor x = residual_ND_[l], mid = mid_ND_[l];
@@ -130,11 +130,11 @@ void Transformer::backward(float loss_scale) {
     else
       layer.mlp->backward(d_h_ND_, d_res_ND_, layer.h2_ND, *mlp_grads_);
     ops::rmsnorm_backward(d_tmp_ND_, layer.post_attention_layernorm.grad, d_h_ND_, mid,
-                          layer.post_attention_layernorm.value, layer.rstd2_N);
+                          layer.post_attention_layernorm.weight, layer.rstd2_N);
     ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
     layer.attention.backward(d_h_ND_, d_res_ND_, layer.h1_ND, positions_N_, attention_grads_);
     ops::rmsnorm_backward(d_tmp_ND_, layer.input_layernorm.grad, d_h_ND_, x,
-                          layer.input_layernorm.value, layer.rstd1_N);
+                          layer.input_layernorm.weight, layer.rstd1_N);
     ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
   }
   ops::embedding_backward(embed_tokens_.grad, d_res_ND_, tokens_N_);

@@ -34,6 +34,7 @@ void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets);
 void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, float loss_scale);
 
 void add(Tensor out, Tensor a, Tensor b);
+void convert(Tensor out, Tensor inp);
 void scale(Tensor x, float scale);
 double sum_squares(Tensor x);
 double sum(Tensor x);

@@ -6,6 +6,7 @@
 #include "kernels/cpu/cpu_ops.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 namespace sigma::cpu {
@@ -37,6 +38,10 @@ void add(Tensor out, Tensor a, Tensor b) {
   float* o = out.f32();
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i) o[i] = x[i] + y[i];
+}
+
+void convert(Tensor out, Tensor inp) {
+  if (out.data != inp.data) std::memcpy(out.data, inp.data, inp.bytes());
 }
 
 void scale(Tensor x, float scale) {

@@ -48,10 +48,10 @@ void Experts::forward(Tensor y_RD, Tensor x_RD, const std::vector<int64_t>& coun
     if (end > begin) {
       Tensor gate = gate_buf_.slice_rows(begin, end), up = up_buf_.slice_rows(begin, end);
       Tensor act = act_buf_.slice_rows(begin, end), x = x_RD.slice_rows(begin, end);
-      ops::matmul_forward(gate, x, expert_matrix(gate_proj_.value, e));
-      ops::matmul_forward(up, x, expert_matrix(up_proj_.value, e));
+      ops::matmul_forward(gate, x, expert_matrix(gate_proj_.weight, e));
+      ops::matmul_forward(up, x, expert_matrix(up_proj_.weight, e));
       ops::swiglu_forward(act, gate, up);
-      ops::matmul_forward(y_RD.slice_rows(begin, end), act, expert_matrix(down_proj_.value, e));
+      ops::matmul_forward(y_RD.slice_rows(begin, end), act, expert_matrix(down_proj_.weight, e));
     }
     begin = end;
   }
@@ -65,14 +65,14 @@ void Experts::backward(Tensor d_x_RD, Tensor d_y_RD, Tensor x_RD,
     if (end > begin) {
       auto rows = [&](Tensor t) { return t.slice_rows(begin, end); };
       ops::matmul_backward(rows(g.d_act_RF), expert_matrix(down_proj_.grad, e), rows(d_y_RD),
-                           rows(act_buf_), expert_matrix(down_proj_.value, e));
+                           rows(act_buf_), expert_matrix(down_proj_.weight, e));
       ops::swiglu_backward(rows(g.d_gate_RF), rows(g.d_up_RF), rows(g.d_act_RF), rows(gate_buf_),
                            rows(up_buf_));
       // x feeds gate_proj and up_proj: its gradient is the sum of both.
       ops::matmul_backward(rows(d_x_RD), expert_matrix(gate_proj_.grad, e), rows(g.d_gate_RF),
-                           rows(x_RD), expert_matrix(gate_proj_.value, e));
+                           rows(x_RD), expert_matrix(gate_proj_.weight, e));
       ops::matmul_backward(rows(g.d_tmp_RD), expert_matrix(up_proj_.grad, e), rows(g.d_up_RF),
-                           rows(x_RD), expert_matrix(up_proj_.value, e));
+                           rows(x_RD), expert_matrix(up_proj_.weight, e));
       ops::add(rows(d_x_RD), rows(d_x_RD), rows(g.d_tmp_RD));
     }
     begin = end;

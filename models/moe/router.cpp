@@ -51,7 +51,7 @@ void Router::set_top_k(int64_t top_k) {
 
 void Router::forward(Tensor h_ND) {
   // The router runs in fp32 whatever the activations' dtype (SIGMA-FAMILY.md section 2).
-  ops::matmul_forward(logits_NE_, h_ND, gate_.value);
+  ops::matmul_forward(logits_NE_, h_ND, gate_.weight);
   ops::router_scores_forward(scores_NE_, logits_NE_, score_function(config_.moe.score));
   ops::router_topk_forward(probs_NK(), experts_NK(), scores_NE_, bias_E_,
                            config_.moe.renormalize);
@@ -115,7 +115,7 @@ void Router::backward(Tensor d_h_ND, Tensor d_probs_NK, Tensor h_ND, float aux_s
   ops::router_balance_backward_logits(g.d_logits_NE, logits_NE_,
                                       m.top1_lbl_coeff > 0 ? g_sharp_E_ : Tensor{},
                                       float(m.top1_lbl_temperature), aux_scale * coeff_z_);
-  ops::matmul_backward(d_h_ND, gate_.grad, g.d_logits_NE, h_ND, gate_.value);
+  ops::matmul_backward(d_h_ND, gate_.grad, g.d_logits_NE, h_ND, gate_.weight);
 }
 
 void Router::update_bias(const std::vector<int64_t>& counts) {
