@@ -30,32 +30,34 @@ void Attention::bind_params(ParameterSet& params, const std::string& prefix) {
 void Attention::layout_acts(Arena& arena, const std::string& category) {
   const AttentionConfig& a = config_.attention;
   int64_t n = batch_ * seq_len_, q = a.n_q * a.d_qk, k = a.n_k * a.d_qk, v = a.n_v * a.d_v;
-  auto take = [&](Shape s, DType t = DType::kF32) { return arena.take(s, t, category); };
-  a_.q_NQ = take({n, q});
+  const DType act = activation_dtype(arena.device());
+  auto take = [&](Shape s, DType t) { return arena.take(s, t, category); };
+  a_.q_NQ = take({n, q}, act);
   if (a.d_augq > 0) {
-    a_.gate_NA = take({n, a.d_augq});
-    a_.up_NA = take({n, a.d_augq});
-    a_.act_NA = take({n, a.d_augq});
-    a_.qaug_NQ = take({n, q});
+    a_.gate_NA = take({n, a.d_augq}, act);
+    a_.up_NA = take({n, a.d_augq}, act);
+    a_.act_NA = take({n, a.d_augq}, act);
+    a_.qaug_NQ = take({n, q}, act);
   }
-  a_.k_NK = take({n, k});
-  a_.v_NV = take({n, v});
+  a_.k_NK = take({n, k}, act);
+  a_.v_NV = take({n, v}, act);
   if (a.qk_norm) {
-    a_.qnorm_NQ = take({n, q});
-    a_.qrstd_N = take({n * a.n_q});
-    a_.knorm_NK = take({n, k});
-    a_.krstd_N = take({n * a.n_k});
+    a_.qnorm_NQ = take({n, q}, act);
+    a_.qrstd_N = take({n * a.n_q}, DType::kF32);
+    a_.knorm_NK = take({n, k}, act);
+    a_.krstd_N = take({n * a.n_k}, DType::kF32);
   }
-  a_.qrope_NQ = take({n, q});
-  a_.krope_NK = take({n, k});
-  a_.y_NO = take({n, a.n_q * a.d_v});
-  a_.lse = take({batch_, a.n_q, seq_len_});
+  a_.qrope_NQ = take({n, q}, act);
+  a_.krope_NK = take({n, k}, act);
+  a_.y_NO = take({n, a.n_q * a.d_v}, act);
+  a_.lse = take({batch_, a.n_q, seq_len_}, DType::kF32);
 }
 
 AttentionGrads Attention::layout_grads(Arena& arena, const ModelConfig& config, int64_t n) {
   const AttentionConfig& a = config.attention;
   int64_t q = a.n_q * a.d_qk, k = a.n_k * a.d_qk;
-  auto take = [&](Shape s) { return arena.take(s, DType::kF32, "gradient scratch"); };
+  const DType act = activation_dtype(arena.device());
+  auto take = [&](Shape s) { return arena.take(s, act, "gradient scratch"); };
   AttentionGrads g;
   g.d_y_NO = take({n, a.n_q * a.d_v});
   g.d_v_NV = take({n, a.n_v * a.d_v});

@@ -16,15 +16,16 @@ void Mlp::bind_params(ParameterSet& params, const std::string& prefix) {
 }
 
 void Mlp::layout_acts(Arena& arena, const std::string& category) {
-  gate_NF_ = arena.take({tokens_, width_}, DType::kF32, category);
-  up_NF_ = arena.take({tokens_, width_}, DType::kF32, category);
-  act_NF_ = arena.take({tokens_, width_}, DType::kF32, category);
+  const DType act = activation_dtype(arena.device());
+  gate_NF_ = arena.take({tokens_, width_}, act, category);
+  up_NF_ = arena.take({tokens_, width_}, act, category);
+  act_NF_ = arena.take({tokens_, width_}, act, category);
 }
 
 MlpGrads Mlp::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
                            int64_t width) {
   auto take = [&](int64_t cols) {
-    return arena.take({tokens, cols}, DType::kF32, "gradient scratch");
+    return arena.take({tokens, cols}, activation_dtype(arena.device()), "gradient scratch");
   };
   return {take(width), take(width), take(width), take(config.d_model)};
 }

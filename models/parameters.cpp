@@ -1,6 +1,7 @@
 #include "models/parameters.h"
 
 #include "core/random.h"
+#include "kernels/device.h"
 #include "kernels/ops.h"
 
 namespace sigma {
@@ -31,15 +32,20 @@ void ParameterSet::allocate() {
 void ParameterSet::initialize(uint64_t seed) {
   SIGMA_CHECK(allocated() && cursor_ == params_.size(), "initialize before binding");
   for (const ParamInfo& info : params_) {
-    float* w = info.param.value.f32();
+    // Drawn on the host, so every device starts from the same bits.
+    Buffer host(info.param.value.bytes(), Device::kCpu);
+    Tensor value = host.tensor(0, info.shape, DType::kF32);
+    float* w = value.f32();
     int64_t n = info.shape.numel();
     if (info.init == ParamInit::kOnes) {
       for (int64_t i = 0; i < n; ++i) w[i] = 1.0f;
-      continue;
+    } else {
+      Rng rng(seed_for(seed, info.name));
+      for (int64_t i = 0; i < n; ++i) w[i] = float(info.init_std * rng.normal());
     }
-    Rng rng(seed_for(seed, info.name));
-    for (int64_t i = 0; i < n; ++i) w[i] = float(info.init_std * rng.normal());
+    device::copy(info.param.value, value);
   }
+  refresh_weights();
 }
 
 void ParameterSet::refresh_weights() {

@@ -1,5 +1,6 @@
 #include "models/transformer.h"
 
+#include "kernels/device.h"
 #include "kernels/ops.h"
 
 #include <fmt/format.h>
@@ -45,18 +46,19 @@ void Transformer::bind_params(ParameterSet& params) {
 void Transformer::layout_acts(Arena& arena) {
   int64_t n = batch_ * seq_len_, d = config_.d_model;
   const std::string acts = "activations";
+  const DType act = activation_dtype(arena.device());
   tokens_N_ = arena.take({n}, DType::kI32, acts);
   targets_N_ = arena.take({n}, DType::kI32, acts);
   positions_N_ = arena.take({n}, DType::kI32, acts);
   residual_ND_.clear();
   mid_ND_.clear();
   for (int64_t l = 0; l <= config_.n_layers; ++l)
-    residual_ND_.push_back(arena.take({n, d}, DType::kF32, acts));
+    residual_ND_.push_back(arena.take({n, d}, act, acts));
   for (Layer& layer : layers_) {
-    mid_ND_.push_back(arena.take({n, d}, DType::kF32, acts));
-    layer.h1_ND = arena.take({n, d}, DType::kF32, acts);
+    mid_ND_.push_back(arena.take({n, d}, act, acts));
+    layer.h1_ND = arena.take({n, d}, act, acts);
     layer.rstd1_N = arena.take({n}, DType::kF32, acts);
-    layer.h2_ND = arena.take({n, d}, DType::kF32, acts);
+    layer.h2_ND = arena.take({n, d}, act, acts);
     layer.rstd2_N = arena.take({n}, DType::kF32, acts);
     layer.attention.layout_acts(arena, acts);
     if (layer.moe)
@@ -64,15 +66,15 @@ void Transformer::layout_acts(Arena& arena) {
     else
       layer.mlp->layout_acts(arena, acts);
   }
-  branch_ND_ = arena.take({n, d}, DType::kF32, acts);
-  final_ND_ = arena.take({n, d}, DType::kF32, acts);
+  branch_ND_ = arena.take({n, d}, act, acts);
+  final_ND_ = arena.take({n, d}, act, acts);
   final_rstd_N_ = arena.take({n}, DType::kF32, acts);
-  logits_NV_ = arena.take({n, config_.vocab_size}, DType::kF32, "logits");
+  logits_NV_ = arena.take({n, config_.vocab_size}, act, "logits");
   losses_N_ = arena.take({n}, DType::kF32, acts);
 
-  d_res_ND_ = arena.take({n, d}, DType::kF32, "gradient scratch");
-  d_h_ND_ = arena.take({n, d}, DType::kF32, "gradient scratch");
-  d_tmp_ND_ = arena.take({n, d}, DType::kF32, "gradient scratch");
+  d_res_ND_ = arena.take({n, d}, act, "gradient scratch");
+  d_h_ND_ = arena.take({n, d}, act, "gradient scratch");
+  d_tmp_ND_ = arena.take({n, d}, act, "gradient scratch");
   attention_grads_ = Attention::layout_grads(arena, config_, n);
   const MoeConfig& moe = config_.moe;
   // Each kind of feed-forward block gets scratch only when some layer uses it.
@@ -81,8 +83,10 @@ void Transformer::layout_acts(Arena& arena) {
   if (moe.enabled()) moe_grads_ = MoeLayer::layout_grads(arena, config_, n);
 
   if (arena.allocated()) {
-    int32_t* pos = positions_N_.i32();
-    for (int64_t i = 0; i < n; ++i) pos[i] = int32_t(i % seq_len_);
+    Buffer staging(positions_N_.bytes(), Device::kCpu);
+    Tensor pos = staging.tensor(0, positions_N_.shape, DType::kI32);
+    for (int64_t i = 0; i < n; ++i) pos.i32()[i] = int32_t(i % seq_len_);
+    device::copy(positions_N_, pos);
   }
 }
 

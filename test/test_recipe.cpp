@@ -395,7 +395,9 @@ TEST_CASE("recipe: cross-field checks name the key at fault") {
       {kMinimal + "global_batch_tokens = 1024\nbatch_ramp_start_tokens = 512\n",
        "x.toml:1: train.batch_ramp_tokens: 0 while train.batch_ramp_start_tokens is set"},
       {kMinimal + "precision = \"bf16\"\ndevice = \"cpu\"\n",
-       "x.toml:3: train.precision: \"bf16\" needs train.device = \"cuda\""},
+       "x.toml:3: train.precision: \"bf16\" needs the CUDA engine"},
+      {kMinimal + "precision = \"fp32\"\ndevice = \"cuda\"\n",
+       "x.toml:3: train.precision: \"fp32\" on CUDA"},
       {kMinimal + "[lr_scheduler]\nkind = \"phases\"\n",
        "x.toml:3: lr_scheduler.phases: empty while lr_scheduler.kind = \"phases\""},
       {kMinimal + "[lr_scheduler]\nkind = \"phases\"\n"

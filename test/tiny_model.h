@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/random.h"
+#include "kernels/device.h"
 #include "models/transformer.h"
 
 #include <doctest/doctest.h>
@@ -15,8 +16,9 @@
 namespace sigma::test {
 
 struct TinyModel {
-  explicit TinyModel(const ModelConfig& config, int64_t batch = 2, int64_t seq_len = 5)
-      : params(Device::kCpu), acts(Device::kCpu), model(config, batch, seq_len) {
+  explicit TinyModel(const ModelConfig& config, int64_t batch = 2, int64_t seq_len = 5,
+                     Device device = Device::kCpu)
+      : params(device), acts(device), model(config, batch, seq_len) {
     model.bind_params(params);
     params.allocate();
     model.bind_params(params);
@@ -25,10 +27,15 @@ struct TinyModel {
     model.layout_acts(acts);
     params.initialize(7);
     Rng rng(3);
-    for (int64_t i = 0; i < model.tokens().numel(); ++i) {
-      model.tokens().i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
-      model.targets().i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
+    int64_t n = model.tokens().numel();
+    Buffer host(2 * size_t(n) * sizeof(int32_t), Device::kCpu);
+    Tensor tokens = host.tensor(0, {n}, DType::kI32), targets = host.tensor(tokens.bytes(), {n}, DType::kI32);
+    for (int64_t i = 0; i < n; ++i) {
+      tokens.i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
+      targets.i32()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
     }
+    device::copy(model.tokens(), tokens);
+    device::copy(model.targets(), targets);
   }
   // The objective backward(1 / N) differentiates: mean token loss + balancing losses (0 for
   // a dense model).
@@ -36,8 +43,12 @@ struct TinyModel {
   // Every parameter gradient, concatenated in parameter order.
   std::vector<float> grads() const {
     std::vector<float> all;
-    for (const ParamInfo& p : params.list())
-      all.insert(all.end(), p.param.grad.f32(), p.param.grad.f32() + p.shape.numel());
+    for (const ParamInfo& p : params.list()) {
+      Buffer host(p.param.grad.bytes(), Device::kCpu);
+      Tensor g = host.tensor(0, p.shape, DType::kF32);
+      device::copy(g, p.param.grad);
+      all.insert(all.end(), g.f32(), g.f32() + p.shape.numel());
+    }
     return all;
   }
 

@@ -26,6 +26,7 @@ void AdamW::step(double lr, double grad_scale, int64_t step) {
                      decay ? config_.weight_decay : 0.0, step, grad_scale};
     ops::adamw_update(info.param.value, info.param.grad, m_[i], v_[i], s);
   }
+  params_.refresh_weights();
 }
 
 }  // namespace sigma

@@ -26,6 +26,11 @@ class Arena {
   void zero() { buffer_.zero(); }
 
   size_t planned_bytes() const { return cursor_max_; }
+  // The whole allocation as one 1-D tensor (alignment gaps included; they stay zero), for
+  // passes over every tensor at once such as the global gradient norm.
+  Tensor whole(DType dtype) const {
+    return buffer_.tensor(0, {int64_t(buffer_.bytes() / dtype_size(dtype))}, dtype);
+  }
   const std::map<std::string, size_t>& bytes_by_category() const { return by_category_; }
   Device device() const { return device_; }
 

@@ -1,5 +1,7 @@
 #include "core/tensor/tensor.h"
 
+#include "kernels/device.h"
+
 #include <fmt/format.h>
 
 #include <cstdlib>
@@ -80,15 +82,22 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
 }
 
 Buffer::Buffer(size_t bytes, Device device) : bytes_(bytes), device_(device) {
-  SIGMA_CHECK(device == Device::kCpu, "device {} buffers need the CUDA backend",
-              device_name(device));
+  if (device != Device::kCpu) {
+    data_ = device::allocate(bytes);  // zeroed, 256-byte aligned
+    return;
+  }
   // 64-byte alignment: whole cache lines and AVX-512 loads for every tensor in the arena.
   data_ = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
   if (!data_) fail("out of host memory allocating {} bytes", bytes);
   std::memset(data_, 0, bytes_);
 }
 
-Buffer::~Buffer() { std::free(data_); }
+Buffer::~Buffer() {
+  if (device_ == Device::kCpu)
+    std::free(data_);
+  else
+    device::release(data_, bytes_);
+}
 
 Buffer::Buffer(Buffer&& other) noexcept
     : data_(std::exchange(other.data_, nullptr)),
@@ -114,7 +123,11 @@ Tensor Buffer::tensor(size_t byte_offset, Shape shape, DType dtype) const {
 }
 
 void Buffer::zero() {
-  if (data_) std::memset(data_, 0, bytes_);
+  if (!data_) return;
+  if (device_ == Device::kCpu)
+    std::memset(data_, 0, bytes_);
+  else
+    device::zero(data_, bytes_);
 }
 
 }  // namespace sigma

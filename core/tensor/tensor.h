@@ -19,6 +19,11 @@ enum class DType { kF32, kBF16, kI32 };
 enum class Device { kCpu, kCuda };
 
 size_t dtype_size(DType dtype);
+// What activations are stored in: fp32 on the CPU (the reference), bf16 on CUDA
+// (DESIGN.md, "Precision"). Statistics, losses and router math stay fp32 everywhere.
+inline DType activation_dtype(Device device) {
+  return device == Device::kCpu ? DType::kF32 : DType::kBF16;
+}
 const char* dtype_name(DType dtype);
 const char* device_name(Device device);
 

@@ -41,8 +41,9 @@ const schema::Section<TrainConfig>& train_section() {
         .key("grad_clip", &TrainConfig::grad_clip, "global gradient-norm clip; 0 disables",
              Range::at_least(0))
         .key("precision", &TrainConfig::precision,
-             "fp32 everywhere, or bf16 weights and activations with fp32 master weights (CUDA)",
-             {{Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}})
+             "fp32 everywhere (the CPU engine), or bf16 weights and activations with fp32 master "
+             "weights, gradients and optimizer state (the CUDA engine); auto picks the device's",
+             {{Precision::kAuto, "auto"}, {Precision::kFp32, "fp32"}, {Precision::kBf16, "bf16"}})
         .key("device", &TrainConfig::device, "where to train; auto picks CUDA when present",
              {{DeviceKind::kAuto, "auto"}, {DeviceKind::kCpu, "cpu"}, {DeviceKind::kCuda, "cuda"}})
         .key("batch_ramp_start_tokens", &TrainConfig::batch_ramp_start_tokens,
@@ -117,9 +118,13 @@ void resolve_train(TrainConfig& train, const DataConfig& data, const schema::Che
                  "0 while train.batch_ramp_start_tokens is set; allowed: > 0, the tokens over "
                  "which the batch grows");
   }
-  if (train.precision == Precision::kBf16 && train.device != DeviceKind::kCuda)
+  if (train.precision == Precision::kBf16 && train.device == DeviceKind::kCpu)
     check.fail("train.precision",
-               "\"bf16\" needs train.device = \"cuda\"; allowed on \"cpu\" and \"auto\": \"fp32\"");
+               "\"bf16\" needs the CUDA engine; allowed with train.device = \"cpu\": \"fp32\", \"auto\"");
+  if (train.precision == Precision::kFp32 && train.device == DeviceKind::kCuda)
+    check.fail("train.precision",
+               "\"fp32\" on CUDA: the CUDA engine keeps weights and activations in bf16 (fp32 "
+               "master weights); allowed with train.device = \"cuda\": \"bf16\", \"auto\"");
 }
 
 void resolve_run(RunConfig& run, const schema::Checker& check) {

@@ -15,7 +15,7 @@ struct RunConfig {
   bool operator==(const RunConfig&) const = default;
 };
 
-enum class Precision { kFp32, kBf16 };
+enum class Precision { kAuto, kFp32, kBf16 };
 enum class DeviceKind { kAuto, kCpu, kCuda };
 
 struct TrainConfig {
@@ -24,7 +24,7 @@ struct TrainConfig {
   int64_t global_batch_tokens = 0;  // tokens per optimizer step; a multiple of micro_batch * seq_len
   int64_t micro_batch = 1;          // sequences per forward/backward pass
   double grad_clip = 1.0;           // global gradient-norm clip; 0 disables
-  Precision precision = Precision::kFp32;
+  Precision precision = Precision::kAuto;
   DeviceKind device = DeviceKind::kAuto;
   // Batch-size ramp (Sigma ramped 4M -> 16M tokens): the global batch grows linearly from
   // batch_ramp_start_tokens to global_batch_tokens over the first batch_ramp_tokens tokens.

@@ -6,6 +6,7 @@
 #include "core/optim/lr_schedule.h"
 #include "core/train/batch_schedule.h"
 #include "core/train/run_log.h"
+#include "kernels/device.h"
 #include "kernels/ops.h"
 #include "kernels/threads.h"
 #include "models/model_plan.h"
@@ -24,6 +25,10 @@ namespace sigma {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+
+// bf16 dense tensor-core rate of the H100/H200 datasheet: the MFU denominator of the
+// PyTorch peer (shared/bench/README.md), so the two MFUs compare.
+constexpr double kHopperPeakFlops = 989e12;
 
 namespace {
 
@@ -63,13 +68,15 @@ void write_text(const fs::path& path, const std::string& text) {
   if (!out) fail("cannot write {}", path.string());
 }
 
-// Everything a run holds in memory, built from the recipe in layout passes.
+// Everything a run holds in memory, built from the recipe in layout passes, on one device.
 struct Engine {
-  Engine(const Recipe& recipe)
+  Engine(const Recipe& recipe, Device device)
       : recipe(recipe),
-        params(Device::kCpu),
-        activations(Device::kCpu),
-        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len) {
+        device(device),
+        params(device),
+        activations(device),
+        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len),
+        inputs_host(2 * size_t(model.tokens_per_pass()) * sizeof(int32_t), Device::kCpu) {
     model.bind_params(params);
     params.allocate();
     model.bind_params(params);
@@ -79,7 +86,17 @@ struct Engine {
     optimizer.emplace(recipe.optimizer, params);
   }
 
-  std::vector<CheckpointTensor> checkpoint_tensors() {
+  // Where the data loader writes a micro-batch; load_inputs() moves it to the model.
+  int32_t* tokens_host() { return static_cast<int32_t*>(inputs_host.data()); }
+  int32_t* targets_host() { return tokens_host() + model.tokens_per_pass(); }
+  void load_inputs() {
+    int64_t n = model.tokens_per_pass();
+    device::copy(model.tokens(), inputs_host.tensor(0, {n}, DType::kI32));
+    device::copy(model.targets(), inputs_host.tensor(size_t(n) * sizeof(int32_t), {n}, DType::kI32));
+  }
+
+  // Every tensor a checkpoint holds, where they live (weights, moments, router state).
+  std::vector<CheckpointTensor> device_tensors() {
     std::vector<CheckpointTensor> tensors;
     // Not trainable, so not in the optimizer; restored with the weights.
     for (const auto& [name, tensor] : model.state_tensors())
@@ -94,11 +111,46 @@ struct Engine {
     return tensors;
   }
 
+  // The same tensors in host memory, which checkpoints read and write: the device tensors
+  // themselves on the CPU, a mirror on a GPU (allocated at the first save or load).
+  std::vector<CheckpointTensor> host_tensors() {
+    std::vector<CheckpointTensor> tensors = device_tensors();
+    if (device == Device::kCpu) return tensors;
+    if (!host_mirror) {
+      host_mirror.emplace(Device::kCpu);
+      for (int pass = 0; pass < 2; ++pass) {
+        mirror.clear();
+        for (const CheckpointTensor& t : tensors)
+          mirror.push_back(host_mirror->take(t.data.shape, t.data.dtype, "checkpoint mirror"));
+        if (pass == 0) host_mirror->allocate();
+      }
+    }
+    for (size_t i = 0; i < tensors.size(); ++i) tensors[i].data = mirror[i];
+    return tensors;
+  }
+
+  // Host mirror <- device, before a save; device <- host mirror, after a load.
+  void download() {
+    if (device == Device::kCpu) return;
+    std::vector<CheckpointTensor> on_device = device_tensors(), on_host = host_tensors();
+    for (size_t i = 0; i < on_device.size(); ++i) device::copy(on_host[i].data, on_device[i].data);
+  }
+  void upload() {
+    if (device == Device::kCpu) return;
+    std::vector<CheckpointTensor> on_device = device_tensors(), on_host = host_tensors();
+    for (size_t i = 0; i < on_device.size(); ++i) device::copy(on_device[i].data, on_host[i].data);
+    params.refresh_weights();
+  }
+
   const Recipe& recipe;
+  Device device;
   ParameterSet params;
   Arena activations;
   Transformer model;
   std::optional<AdamW> optimizer;
+  Buffer inputs_host;
+  std::optional<Arena> host_mirror;
+  std::vector<Tensor> mirror;
 };
 
 struct Progress {
@@ -111,7 +163,7 @@ class Trainer {
   Trainer(const Recipe& recipe, const TrainOptions& options)
       : recipe_(recipe),
         options_(options),
-        engine_(recipe),
+        engine_(recipe, recipe.train.device == DeviceKind::kCuda ? Device::kCuda : Device::kCpu),
         batches_(recipe.train, recipe.data.seq_len),
         train_data_(recipe.data, Split::kTrain, recipe.run.seed),
         plan_(plan_model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len)) {
@@ -163,8 +215,9 @@ class Trainer {
       engine_.params.initialize(recipe_.run.seed);
       return std::nullopt;
     }
-    std::vector<CheckpointTensor> tensors = engine_.checkpoint_tensors();
+    std::vector<CheckpointTensor> tensors = engine_.host_tensors();
     LoadedCheckpoint loaded = load_checkpoint(dir, tensors);
+    engine_.upload();
     const auto& ints = loaded.state.ints;
     auto get = [&](const char* key) {
       auto it = ints.find(key);
@@ -178,15 +231,19 @@ class Trainer {
   }
 
   void announce(const std::optional<LoadedCheckpoint>& resumed) {
+    bool cuda = engine_.device == Device::kCuda;
+    // On a GPU: the bf16 dense datasheet rate of the H100/H200, as the PyTorch peer counts.
     peak_flops_ = recipe_.log.peak_tflops > 0 ? recipe_.log.peak_tflops * 1e12
+                  : cuda                      ? kHopperPeakFlops
                                               : measure_cpu_peak_flops();
+    std::string where = cuda ? device::describe() : fmt::format("CPU, {} threads", threads_);
     log_->line(fmt::format(
         "sigma train: {} | {:.2f}M parameters | {:.3g} GFLOP/token | {} steps of {} tokens | "
-        "{} threads | MFU against {:.1f} GFLOP/s",
+        "{} | MFU against {:.1f} TFLOP/s",
         recipe_.run.name, plan_.total_params / 1e6, plan_.flops_per_token / 1e9,
         batches_.total_steps(), batches_.micro_batches_at(progress_.tokens) *
                                     batches_.tokens_per_micro_batch(),
-        threads_, peak_flops_ / 1e9));
+        where, peak_flops_ / 1e12));
     if (moe_) {
       const MoeConfig& moe = recipe_.model.moe;
       std::string active;
@@ -241,7 +298,8 @@ class Trainer {
     for (int64_t i = 0; i < micro_batches; ++i) {
       train_data_.next(recipe_.train.micro_batch, prepass_tokens_.data() + i * n,
                        prepass_targets_.data() + i * n);
-      std::copy_n(prepass_tokens_.data() + i * n, n, model.tokens().i32());
+      std::copy_n(prepass_tokens_.data() + i * n, n, engine_.tokens_host());
+      engine_.load_inputs();
       model.forward_layers();
     }
     for (MoeLayer* layer : moe_layers()) {
@@ -267,19 +325,19 @@ class Trainer {
     int64_t n = model.tokens_per_pass();
     for (int64_t i = 0; i < micro_batches; ++i) {
       if (prepass_tokens_.empty()) {
-        train_data_.next(recipe_.train.micro_batch, model.tokens().i32(), model.targets().i32());
+        train_data_.next(recipe_.train.micro_batch, engine_.tokens_host(), engine_.targets_host());
       } else {  // the routing pre-pass read this micro-batch already
-        std::copy_n(prepass_tokens_.data() + i * n, n, model.tokens().i32());
-        std::copy_n(prepass_targets_.data() + i * n, n, model.targets().i32());
+        std::copy_n(prepass_tokens_.data() + i * n, n, engine_.tokens_host());
+        std::copy_n(prepass_targets_.data() + i * n, n, engine_.targets_host());
       }
+      engine_.load_inputs();
       loss_sum += model.forward();
       aux_sum += model.aux_loss();
       model.backward(loss_scale);
     }
     aux_loss_ = aux_sum / double(micro_batches);
-    double norm_sq = 0;
-    for (const ParamInfo& p : engine_.params.list()) norm_sq += ops::sum_squares(p.param.grad);
-    grad_norm_ = std::sqrt(norm_sq);
+    // One pass over the whole gradient arena: one host synchronisation per step.
+    grad_norm_ = std::sqrt(ops::sum_squares(engine_.params.grads().whole(DType::kF32)));
     double clip = recipe_.train.grad_clip;
     double grad_scale = clip > 0 && grad_norm_ > clip ? clip / (grad_norm_ + 1e-6) : 1.0;
     lr_ = lr_at(recipe_.lr_scheduler, recipe_.optimizer.lr, progress_.step, batches_.total_steps());
@@ -354,7 +412,8 @@ class Trainer {
     valid_data_->set_position(0);  // the same held-out batches every time: comparable numbers
     double loss_sum = 0;
     for (int64_t i = 0; i < recipe_.eval.batches; ++i) {
-      valid_data_->next(recipe_.train.micro_batch, model.tokens().i32(), model.targets().i32());
+      valid_data_->next(recipe_.train.micro_batch, engine_.tokens_host(), engine_.targets_host());
+      engine_.load_inputs();
       loss_sum += model.forward();
     }
     double loss = loss_sum / double(recipe_.eval.batches * model.tokens_per_pass());
@@ -369,7 +428,8 @@ class Trainer {
     request.step = progress_.step;
     request.recipe_toml = recipe_.resolved_toml;
     request.keep = recipe_.checkpoint.keep;
-    request.tensors = engine_.checkpoint_tensors();
+    engine_.download();
+    request.tensors = engine_.host_tensors();
     request.state.ints = {{"step", progress_.step},
                           {"tokens", progress_.tokens},
                           {"seed", int64_t(recipe_.run.seed)},
@@ -405,9 +465,20 @@ class Trainer {
 
 void train(const Recipe& recipe, const TrainOptions& options) {
   validate_for_training(recipe);
-  if (recipe.train.device == DeviceKind::kCuda)
-    fail("train.device = \"cuda\": this build trains on the CPU only (the CUDA engine is issue 5)");
-  Trainer(recipe, options).run();
+  Recipe resolved = recipe;
+  TrainConfig& t = resolved.train;
+  if (t.device == DeviceKind::kAuto)
+    t.device = device::cuda_available() ? DeviceKind::kCuda : DeviceKind::kCpu;
+  if (t.device == DeviceKind::kCuda && !device::cuda_available())
+    fail("train.device = \"cuda\": {}", device::describe());
+  bool cuda = t.device == DeviceKind::kCuda;
+  if (t.precision == Precision::kAuto) t.precision = cuda ? Precision::kBf16 : Precision::kFp32;
+  if (cuda && t.precision != Precision::kBf16)
+    fail("train.precision = \"fp32\" on CUDA: the CUDA engine trains in bf16 with fp32 master "
+         "weights; use \"bf16\" or \"auto\"");
+  if (!cuda && t.precision != Precision::kFp32)
+    fail("train.precision = \"bf16\" needs a GPU; this run is on the CPU: use \"fp32\" or \"auto\"");
+  Trainer(resolved, options).run();
 }
 
 }  // namespace sigma

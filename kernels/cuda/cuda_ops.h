@@ -1,0 +1,64 @@
+// cuda_ops.h: the CUDA backend, one function per op in kernels/ops.h.
+//
+// Same signatures and contracts as ops.h; kernels/dispatch.cpp checks shapes and dtypes
+// first. Activations are bf16 (fp32 accepted where a kernel says so), statistics and
+// parameter gradients fp32. Every kernel is launched on the one compute stream of
+// kernels/cuda/runtime.h, in order, so no op needs a host synchronisation; the ops that
+// return a number to the host (sum, sum_squares, router_balance_sums) synchronise.
+#pragma once
+
+#include "kernels/ops.h"
+
+namespace sigma::cuda {
+
+void embedding_forward(Tensor out, Tensor tokens, Tensor weight);
+void embedding_backward(Tensor d_weight, Tensor d_out, Tensor tokens);
+
+void matmul_forward(Tensor out, Tensor inp, Tensor weight);
+void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight);
+
+void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps);
+void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                      Tensor rstd);
+
+void rope_forward(Tensor out, Tensor inp, Tensor positions, float theta);
+void rope_backward(Tensor d_inp, Tensor d_out, Tensor positions, float theta);
+
+void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v);
+void attention_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q, Tensor k,
+                        Tensor v, Tensor out, Tensor lse);
+
+void swiglu_forward(Tensor out, Tensor gate, Tensor up);
+void swiglu_backward(Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
+
+void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets);
+void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, float loss_scale);
+
+void add(Tensor out, Tensor a, Tensor b);
+void convert(Tensor out, Tensor inp);
+void scale(Tensor x, float scale);
+double sum_squares(Tensor x);
+double sum(Tensor x);
+
+void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::AdamWStep& step);
+
+// MoE router (moe_router.cu) and dispatch (moe_permute.cu).
+void router_scores_forward(Tensor scores, Tensor logits, ops::ScoreFunction fn);
+void router_scores_backward(Tensor d_logits, Tensor d_scores, Tensor scores, ops::ScoreFunction fn);
+void router_topk_forward(Tensor probs, Tensor experts, Tensor scores, Tensor bias,
+                         bool renormalize);
+void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor experts,
+                          Tensor scores, bool renormalize);
+ops::RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor logits,
+                                    Tensor scores, float temperature);
+void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor g_score, float g_top1);
+void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sharp,
+                                    float temperature, float g_z);
+void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts);
+void moe_permute_forward(Tensor out, Tensor inp, Tensor row_of);
+void moe_permute_backward(Tensor d_inp, Tensor d_out, Tensor row_of);
+void moe_unpermute_forward(Tensor out, Tensor inp, Tensor row_of, Tensor probs);
+void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor inp, Tensor row_of,
+                            Tensor probs);
+
+}  // namespace sigma::cuda

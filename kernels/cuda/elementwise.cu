@@ -1,0 +1,121 @@
+// Elementwise ops and full reductions (add, convert, scale, sum, sum_squares) on CUDA.
+//
+// Reductions are deterministic: a fixed grid writes one double partial per block, and one
+// block adds the partials in order, so the result does not depend on scheduling.
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/runtime.h"
+
+namespace sigma::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kReduceBlocks = 1024;
+
+int grid_for(int64_t n) { return int(std::min<int64_t>(ceil_div(n, kThreads), 65536)); }
+
+template <typename T>
+__global__ void add_kernel(T* out, const T* a, const T* b, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = from_float<T>(to_float(a[i]) + to_float(b[i]));
+}
+
+template <typename Out, typename In>
+__global__ void convert_kernel(Out* out, const In* inp, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    out[i] = from_float<Out>(to_float(inp[i]));
+}
+
+template <typename T>
+__global__ void scale_kernel(T* x, float s, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x)
+    x[i] = from_float<T>(to_float(x[i]) * s);
+}
+
+// Block sum of one double per thread; the result lands in thread 0.
+__device__ double block_sum(double v) {
+  __shared__ double warp_sums[kThreads / 32];
+  for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffff, v, offset);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = 0;
+  if (threadIdx.x < 32) {
+    v = threadIdx.x < kThreads / 32 ? warp_sums[threadIdx.x] : 0.0;
+    for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffff, v, offset);
+  }
+  return v;
+}
+
+template <bool kSquares, typename T>
+__global__ void partial_sums_kernel(double* partials, const T* x, int64_t n) {
+  double acc = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    double v = to_float(x[i]);
+    acc += kSquares ? v * v : v;
+  }
+  double total = block_sum(acc);
+  if (threadIdx.x == 0) partials[blockIdx.x] = total;
+}
+
+__global__ void finish_sum_kernel(double* result, const double* partials, int count) {
+  double acc = 0;
+  for (int i = threadIdx.x; i < count; i += blockDim.x) acc += partials[i];
+  double total = block_sum(acc);
+  if (threadIdx.x == 0) *result = total;
+}
+
+template <bool kSquares>
+double reduce(Tensor x) {
+  auto* partials = static_cast<double*>(scratch());
+  double* result = partials + kReduceBlocks;
+  SIGMA_DISPATCH_FLOAT(x.dtype, T, {
+    partial_sums_kernel<kSquares><<<kReduceBlocks, kThreads, 0, stream()>>>(
+        partials, static_cast<const T*>(x.data), x.numel());
+  });
+  SIGMA_CUDA_LAUNCHED("partial_sums");
+  finish_sum_kernel<<<1, kThreads, 0, stream()>>>(result, partials, kReduceBlocks);
+  SIGMA_CUDA_LAUNCHED("finish_sum");
+  double host = 0;
+  SIGMA_CUDA_CHECK(cudaMemcpyAsync(&host, result, sizeof(double), cudaMemcpyDeviceToHost, stream()));
+  check_data_errors();  // synchronises the stream
+  return host;
+}
+
+}  // namespace
+
+void add(Tensor out, Tensor a, Tensor b) {
+  SIGMA_CHECK(out.dtype == a.dtype && a.dtype == b.dtype, "add: mixed dtypes");
+  int64_t n = out.numel();
+  SIGMA_DISPATCH_FLOAT(out.dtype, T, {
+    add_kernel<<<grid_for(n), kThreads, 0, stream()>>>(
+        static_cast<T*>(out.data), static_cast<const T*>(a.data), static_cast<const T*>(b.data), n);
+  });
+  SIGMA_CUDA_LAUNCHED("add");
+}
+
+void convert(Tensor out, Tensor inp) {
+  int64_t n = out.numel();
+  SIGMA_DISPATCH_FLOAT(out.dtype, Out, {
+    SIGMA_DISPATCH_FLOAT(inp.dtype, In, {
+      convert_kernel<<<grid_for(n), kThreads, 0, stream()>>>(
+          static_cast<Out*>(out.data), static_cast<const In*>(inp.data), n);
+    });
+  });
+  SIGMA_CUDA_LAUNCHED("convert");
+}
+
+void scale(Tensor x, float s) {
+  int64_t n = x.numel();
+  SIGMA_DISPATCH_FLOAT(x.dtype, T, {
+    scale_kernel<<<grid_for(n), kThreads, 0, stream()>>>(static_cast<T*>(x.data), s, n);
+  });
+  SIGMA_CUDA_LAUNCHED("scale");
+}
+
+double sum_squares(Tensor x) { return reduce<true>(x); }
+double sum(Tensor x) { return reduce<false>(x); }
+
+}  // namespace sigma::cuda

@@ -1,0 +1,30 @@
+// device.h: memory and copies on the compute device, for code outside kernels/ (Buffer,
+// the trainer's input staging, checkpoints). A CPU-only build answers "no GPU" and fails
+// clearly if asked for device memory.
+#pragma once
+
+#include "core/tensor/tensor.h"
+
+#include <cstddef>
+#include <string>
+
+namespace sigma::device {
+
+// True when this build has the CUDA backend and a usable GPU is present.
+bool cuda_available();
+// A one-line description of the GPU ("NVIDIA H200, 139.8 GiB, sm_90"), or why there is none.
+std::string describe();
+
+void* allocate(size_t bytes);  // zeroed; fails with a clear error when memory runs out
+void release(void* data, size_t bytes);
+void zero(void* data, size_t bytes);
+// Copies between tensors of equal bytes on any devices (host<->device, device<->device).
+// Ordered on the compute stream; a copy to the host waits until its data has arrived.
+void copy(Tensor dst, Tensor src);
+// Waits until every queued kernel has finished (and reports any asynchronous error).
+void synchronize();
+// The most device memory sigma's allocations held at once (0 without CUDA); the cuBLASLt
+// workspace and the CUDA context come on top.
+size_t peak_bytes();
+
+}  // namespace sigma::device

@@ -1,0 +1,26 @@
+// device.cpp: kernels/device.h in a build without the CUDA backend: there is no GPU, and
+// asking for device memory is a clear error rather than a crash.
+#include "kernels/device.h"
+
+#include <cstring>
+
+namespace sigma::device {
+
+bool cuda_available() { return false; }
+std::string describe() { return "no GPU (this sigma was built without CUDA: -DSIGMA_CUDA=ON)"; }
+
+void* allocate(size_t) { fail("--device cuda needs a sigma built with -DSIGMA_CUDA=ON"); }
+void release(void*, size_t) {}
+void zero(void*, size_t) { fail("device memory needs the CUDA backend"); }
+
+void copy(Tensor dst, Tensor src) {
+  SIGMA_CHECK(dst.device == Device::kCpu && src.device == Device::kCpu,
+              "copy between devices needs the CUDA backend");
+  SIGMA_CHECK(dst.bytes() == src.bytes(), "copy of {} bytes into {}", src.bytes(), dst.bytes());
+  if (dst.data != src.data && src.bytes() > 0) std::memcpy(dst.data, src.data, src.bytes());
+}
+
+void synchronize() {}
+size_t peak_bytes() { return 0; }
+
+}  // namespace sigma::device
