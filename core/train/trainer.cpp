@@ -166,7 +166,8 @@ class Trainer {
         engine_(recipe, recipe.train.device == DeviceKind::kCuda ? Device::kCuda : Device::kCpu),
         batches_(recipe.train, recipe.data.seq_len),
         train_data_(recipe.data, Split::kTrain, recipe.run.seed),
-        plan_(plan_model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len)) {
+        plan_(plan_model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len,
+                         engine_.device)) {
     if (recipe.eval.interval > 0 && recipe.data.valid_fraction > 0)
       valid_data_.emplace(recipe.data, Split::kValid, recipe.run.seed);
   }
@@ -364,6 +365,8 @@ class Trainer {
                           {"tok_per_s", tok_per_s},
                           {"mfu", mfu},
                           {"step_ms", step_seconds * 1e3}};
+    if (engine_.device == Device::kCuda)
+      row["gpu_peak_gib"] = double(device::peak_bytes()) / double(1 << 30);
     std::string moe_summary = moe_ ? log_moe_balance(row) : "";
     log_->metrics(row);
     log_->progress(fmt::format("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | "
