@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 namespace sigma {
 
 Transformer::Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len)
@@ -69,7 +71,11 @@ void Transformer::layout_acts(Arena& arena) {
   branch_ND_ = arena.take({n, d}, act, acts);
   final_ND_ = arena.take({n, d}, act, acts);
   final_rstd_N_ = arena.take({n}, DType::kF32, acts);
-  logits_NV_ = arena.take({n, config_.vocab_size}, act, "logits");
+  // About 1 GiB of fp32 logits a chunk: big enough that each chunk's GEMMs fill a GPU.
+  int64_t v = config_.vocab_size;
+  head_chunk_ = std::clamp<int64_t>((int64_t(1) << 28) / v / 128 * 128, 128, n);
+  logits_CV_ = arena.take({head_chunk_, v}, DType::kF32, "logits");
+  d_logits_CV_ = act == DType::kF32 ? logits_CV_ : arena.take({head_chunk_, v}, act, "logits");
   losses_N_ = arena.take({n}, DType::kF32, acts);
 
   d_res_ND_ = arena.take({n, d}, act, "gradient scratch");
@@ -90,13 +96,29 @@ void Transformer::layout_acts(Arena& arena) {
   }
 }
 
-double Transformer::forward() {
+double Transformer::forward(float head_grad_scale) {
   forward_layers();
   float eps = float(config_.norm_eps);
   ops::rmsnorm_forward(final_ND_, final_rstd_N_, residual_ND_.back(), final_norm_.weight, eps);
-  ops::matmul_forward(logits_NV_, final_ND_, lm_head_.weight);
-  ops::cross_entropy_forward(losses_N_, logits_NV_, targets_N_);
+  int64_t n = tokens_per_pass();
+  for (int64_t begin = 0; begin < n; begin += head_chunk_)
+    head_chunk(begin, std::min(n, begin + head_chunk_), head_grad_scale);
+  head_grad_scale_ = head_grad_scale;
   return ops::sum(losses_N_);
+}
+
+// logits = final @ lm_head^T, the losses, and with grad_scale > 0 the head's backward:
+// d_logits = (softmax - onehot) * grad_scale, d_h = d_logits @ lm_head, lm_head.grad +=.
+void Transformer::head_chunk(int64_t begin, int64_t end, float grad_scale) {
+  int64_t rows = end - begin;
+  Tensor logits = logits_CV_.slice_rows(0, rows), d_logits = d_logits_CV_.slice_rows(0, rows);
+  Tensor final = final_ND_.slice_rows(begin, end), targets = targets_N_.slice_rows(begin, end);
+  ops::matmul_forward(logits, final, lm_head_.weight);
+  ops::cross_entropy_forward(losses_N_.slice_rows(begin, end), logits, targets);
+  if (grad_scale == 0) return;
+  ops::cross_entropy_backward(d_logits, logits, targets, grad_scale);
+  ops::matmul_backward(d_h_ND_.slice_rows(begin, end), lm_head_.grad, d_logits, final,
+                       lm_head_.weight);
 }
 
 void Transformer::forward_layers() {
@@ -118,9 +140,13 @@ void Transformer::forward_layers() {
 }
 
 void Transformer::backward(float loss_scale) {
-  // The logits buffer becomes its own gradient: it is not needed after this point.
-  ops::cross_entropy_backward(logits_NV_, logits_NV_, targets_N_, loss_scale);
-  ops::matmul_backward(d_h_ND_, lm_head_.grad, logits_NV_, final_ND_, lm_head_.weight);
+  // The head's gradient, unless the forward pass already produced it with this scale.
+  if (head_grad_scale_ != loss_scale) {
+    int64_t n = tokens_per_pass();
+    for (int64_t begin = 0; begin < n; begin += head_chunk_)
+      head_chunk(begin, std::min(n, begin + head_chunk_), loss_scale);
+  }
+  head_grad_scale_ = 0;
   ops::rmsnorm_backward(d_res_ND_, final_norm_.grad, d_h_ND_, residual_ND_.back(),
                         final_norm_.weight, final_rstd_N_);
   for (size_t l = layers_.size(); l-- > 0;) {

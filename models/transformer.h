@@ -36,8 +36,10 @@ class Transformer {
   Tensor tokens() const { return tokens_N_; }
   Tensor targets() const { return targets_N_; }
 
-  // Runs forward and returns the sum of the per-token losses.
-  double forward();
+  // Runs forward and returns the sum of the per-token losses. With head_grad_scale > 0 (a
+  // training pass that will call backward(head_grad_scale)) the LM head's backward runs
+  // fused into its forward, chunk by chunk, so no [N, V] logits buffer ever exists.
+  double forward(float head_grad_scale = 0);
   // The layers only, no LM head: the routing pre-pass of global-batch LBL.
   void forward_layers();
   // Backpropagates loss_scale * (sum of losses + tokens_per_pass() * aux_loss()), so the
@@ -78,7 +80,12 @@ class Transformer {
   std::vector<Tensor> residual_ND_;  // x_0 .. x_L
   std::vector<Tensor> mid_ND_;       // x_mid of each layer
   Tensor branch_ND_;                 // a branch's output before it joins the residual
-  Tensor final_ND_, final_rstd_N_, logits_NV_, losses_N_;
+  // The LM head and loss run over chunks of head_chunk_ rows: fp32 logits [C, V] and their
+  // gradient (the same buffer on the CPU; bf16 on CUDA, for the tensor cores).
+  void head_chunk(int64_t begin, int64_t end, float grad_scale);
+  int64_t head_chunk_ = 0;
+  float head_grad_scale_ = 0;  // the scale the last forward already applied to d_h_ND_, or 0
+  Tensor final_ND_, final_rstd_N_, logits_CV_, d_logits_CV_, losses_N_;
   // Gradient scratch, shared by all layers.
   Tensor d_res_ND_, d_h_ND_, d_tmp_ND_;
   AttentionGrads attention_grads_;

@@ -332,7 +332,7 @@ class Trainer {
         std::copy_n(prepass_targets_.data() + i * n, n, engine_.targets_host());
       }
       engine_.load_inputs();
-      loss_sum += model.forward();
+      loss_sum += model.forward(loss_scale);  // the LM head's backward fused in
       aux_sum += model.aux_loss();
       model.backward(loss_scale);
     }
