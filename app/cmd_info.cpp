@@ -35,7 +35,7 @@ void print_info(const Recipe& recipe) {
     kind = device::cuda_available() ? DeviceKind::kCuda : DeviceKind::kCpu;
   bool cuda = kind == DeviceKind::kCuda;
   ModelPlan plan = plan_model(m, recipe.train.micro_batch, recipe.data.seq_len,
-                              cuda ? Device::kCuda : Device::kCpu);
+                              cuda ? Device::kCuda : Device::kCpu, recipe.train.recompute);
   fmt::print("recipe      {}\n", recipe.source_path);
   fmt::print("model       {} layers, d_model {}, d_ff {}, vocab {}{}\n", m.n_layers, m.d_model,
              m.d_ff, m.vocab_size, m.tie_embeddings ? ", tied embeddings" : "");

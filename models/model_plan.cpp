@@ -18,10 +18,10 @@ std::string describe_top_k(const std::vector<int64_t>& top_k, int64_t n_layers) 
 }
 
 ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq_len,
-                     Device device) {
+                     Device device, Recompute recompute) {
   ParameterSet params(device);
   Arena acts(device);
-  Transformer model(config, micro_batch, seq_len);
+  Transformer model(config, micro_batch, seq_len, recompute);
   model.bind_params(params);
   model.layout_acts(acts);
 

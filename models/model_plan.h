@@ -38,6 +38,6 @@ std::string describe_top_k(const std::vector<int64_t>& top_k, int64_t n_layers);
 // On Device::kCuda the plan has bf16 activations and the bf16 weight copies of the CUDA
 // engine (planning allocates nothing, so it works on a machine without a GPU).
 ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq_len,
-                     Device device = Device::kCpu);
+                     Device device = Device::kCpu, Recompute recompute = Recompute::kNone);
 
 }  // namespace sigma

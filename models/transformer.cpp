@@ -9,8 +9,9 @@
 
 namespace sigma {
 
-Transformer::Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len)
-    : config_(config), batch_(batch), seq_len_(seq_len) {
+Transformer::Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len,
+                         Recompute recompute)
+    : config_(config), batch_(batch), seq_len_(seq_len), recompute_(recompute) {
   for (int64_t l = 0; l < config.n_layers; ++l) {
     Layer layer{Attention(config, batch, seq_len), {}, {}, {}, {}, {}, {}, {}, {}};
     if (config.moe.is_moe_layer(l))
@@ -53,20 +54,45 @@ void Transformer::layout_acts(Arena& arena) {
   targets_N_ = arena.take({n}, DType::kI32, acts);
   positions_N_ = arena.take({n}, DType::kI32, acts);
   residual_ND_.clear();
-  mid_ND_.clear();
+  mid_ND_.assign(layers_.size(), Tensor{});
   for (int64_t l = 0; l <= config_.n_layers; ++l)
     residual_ND_.push_back(arena.take({n, d}, act, acts));
-  for (Layer& layer : layers_) {
-    mid_ND_.push_back(arena.take({n, d}, act, acts));
+  // A layer's own activations: its branch inputs, and the blocks' internal buffers.
+  auto take_inputs = [&](size_t l) {
+    Layer& layer = layers_[l];
+    mid_ND_[l] = arena.take({n, d}, act, acts);
     layer.h1_ND = arena.take({n, d}, act, acts);
     layer.rstd1_N = arena.take({n}, DType::kF32, acts);
     layer.h2_ND = arena.take({n, d}, act, acts);
     layer.rstd2_N = arena.take({n}, DType::kF32, acts);
-    layer.attention.layout_acts(arena, acts);
+  };
+  auto take_ffn = [&](Layer& layer) {
     if (layer.moe)
       layer.moe->layout_acts(arena, acts);
     else
       layer.mlp->layout_acts(arena, acts);
+  };
+  bool layer_mode = recompute_ == Recompute::kLayer;
+  // Kept for backward: everything without recomputation; the inputs with kAttention; with
+  // kLayer only the MoE blocks, whose routing statistics must not be counted twice.
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& layer = layers_[l];
+    if (!layer_mode) take_inputs(l);
+    if (recompute_ == Recompute::kNone) layer.attention.layout_acts(arena, acts);
+    if (!layer_mode || layer.moe) take_ffn(layer);
+  }
+  // Recomputed in backward, one layer at a time: every layer's copies share one region.
+  if (recompute_ != Recompute::kNone) {
+    const std::string shared = "activations (recomputed)";
+    size_t start = arena.mark();
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      Layer& layer = layers_[l];
+      arena.rewind(start);
+      if (layer_mode) take_inputs(l);
+      layer.attention.layout_acts(arena, shared);
+      if (layer_mode && !layer.moe) layer.mlp->layout_acts(arena, shared);
+    }
+    arena.skip_to_end();
   }
   branch_ND_ = arena.take({n, d}, act, acts);
   final_ND_ = arena.take({n, d}, act, acts);
@@ -122,21 +148,24 @@ void Transformer::head_chunk(int64_t begin, int64_t end, float grad_scale) {
 }
 
 void Transformer::forward_layers() {
-  float eps = float(config_.norm_eps);
   ops::embedding_forward(residual_ND_[0], tokens_N_, embed_tokens_.weight);
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& layer = layers_[l];
-    Tensor x = residual_ND_[l], mid = mid_ND_[l];
-    ops::rmsnorm_forward(layer.h1_ND, layer.rstd1_N, x, layer.input_layernorm.weight, eps);
-    layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
-    ops::add(mid, x, branch_ND_);
-    ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.weight, eps);
-    if (layer.moe)
-      layer.moe->forward(branch_ND_, layer.h2_ND);
-    else
-      layer.mlp->forward(branch_ND_, layer.h2_ND);
-    ops::add(residual_ND_[l + 1], mid, branch_ND_);
+    forward_layer(l, true);
+    if (layer.moe) layer.moe->forward(branch_ND_, layer.h2_ND);
+    ops::add(residual_ND_[l + 1], mid_ND_[l], branch_ND_);
   }
+}
+
+void Transformer::forward_layer(size_t l, bool with_mlp) {
+  float eps = float(config_.norm_eps);
+  Layer& layer = layers_[l];
+  Tensor x = residual_ND_[l], mid = mid_ND_[l];
+  ops::rmsnorm_forward(layer.h1_ND, layer.rstd1_N, x, layer.input_layernorm.weight, eps);
+  layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
+  ops::add(mid, x, branch_ND_);
+  ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.weight, eps);
+  if (with_mlp && layer.mlp) layer.mlp->forward(branch_ND_, layer.h2_ND);
 }
 
 void Transformer::backward(float loss_scale) {
@@ -152,6 +181,8 @@ void Transformer::backward(float loss_scale) {
   for (size_t l = layers_.size(); l-- > 0;) {
     Layer& layer = layers_[l];
     Tensor x = residual_ND_[l], mid = mid_ND_[l];
+    // Rebuild what this layer's backward reads (the same values: every op is deterministic).
+    if (recompute_ == Recompute::kLayer) forward_layer(l, true);
     // d_res holds d(loss)/d(x_{l+1}); the residual passes it straight to x_mid, and the MLP
     // branch adds its share through the post-attention norm.
     if (layer.moe)
@@ -162,6 +193,8 @@ void Transformer::backward(float loss_scale) {
     ops::rmsnorm_backward(d_tmp_ND_, layer.post_attention_layernorm.grad, d_h_ND_, mid,
                           layer.post_attention_layernorm.weight, layer.rstd2_N);
     ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
+    if (recompute_ == Recompute::kAttention)
+      layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
     layer.attention.backward(d_h_ND_, d_res_ND_, layer.h1_ND, positions_N_, attention_grads_);
     ops::rmsnorm_backward(d_tmp_ND_, layer.input_layernorm.grad, d_h_ND_, x,
                           layer.input_layernorm.weight, layer.rstd1_N);

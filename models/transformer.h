@@ -8,7 +8,8 @@
 //   loss = cross_entropy(lm_head(rmsnorm(x_L)), targets)
 // With [model.moe], mlp is an MoeLayer from layer model.moe.dense_layers on, and each MoE
 // layer adds its balancing losses (aux_loss()), whose gradients backward includes.
-// Every activation backward needs is saved in the planned arena; nothing is recomputed yet.
+// Activations backward needs are kept in the planned arena, or recomputed per layer when the
+// recipe asks (Recompute in models/config.h).
 #pragma once
 
 #include "core/tensor/arena.h"
@@ -26,7 +27,8 @@ namespace sigma {
 
 class Transformer {
  public:
-  Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len);
+  Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len,
+              Recompute recompute = Recompute::kNone);
 
   // Layout passes; each runs twice (plan, then bind after allocation).
   void bind_params(ParameterSet& params);
@@ -71,8 +73,12 @@ class Transformer {
     Tensor h1_ND, rstd1_N, h2_ND, rstd2_N;  // normed inputs of the two branches
   };
 
+  // Layer l's norms, attention and add (and its dense MLP with `with_mlp`), from x_l.
+  void forward_layer(size_t l, bool with_mlp);
+
   const ModelConfig& config_;
   int64_t batch_, seq_len_;
+  Recompute recompute_;
   std::vector<Layer> layers_;
   Param embed_tokens_, final_norm_, lm_head_;
 

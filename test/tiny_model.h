@@ -17,8 +17,8 @@ namespace sigma::test {
 
 struct TinyModel {
   explicit TinyModel(const ModelConfig& config, int64_t batch = 2, int64_t seq_len = 5,
-                     Device device = Device::kCpu)
-      : params(device), acts(device), model(config, batch, seq_len) {
+                     Device device = Device::kCpu, Recompute recompute = Recompute::kNone)
+      : params(device), acts(device), model(config, batch, seq_len, recompute) {
     model.bind_params(params);
     params.allocate();
     model.bind_params(params);

@@ -75,7 +75,7 @@ struct Engine {
         device(device),
         params(device),
         activations(device),
-        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len),
+        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len, recipe.train.recompute),
         inputs_host(2 * size_t(model.tokens_per_pass()) * sizeof(int32_t), Device::kCpu) {
     model.bind_params(params);
     params.allocate();
@@ -167,7 +167,7 @@ class Trainer {
         batches_(recipe.train, recipe.data.seq_len),
         train_data_(recipe.data, Split::kTrain, recipe.run.seed),
         plan_(plan_model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len,
-                         engine_.device)) {
+                         engine_.device, recipe.train.recompute)) {
     if (recipe.eval.interval > 0 && recipe.data.valid_fraction > 0)
       valid_data_.emplace(recipe.data, Split::kValid, recipe.run.seed);
   }
