@@ -255,6 +255,14 @@ class Trainer {
                              moe.n_experts, moe.d_expert, moe.dense_layers, moe.n_shared_experts,
                              active));
     }
+    if (cuda) {
+      size_t planned = 0;
+      for (const auto& [category, bytes] : plan_.bytes) planned += bytes;
+      log_->line(fmt::format("gpu memory: {:.2f} GiB planned (sigma info), {:.2f} GiB allocated, "
+                             "{:.2f} GiB in use on the GPU (CUDA context and libraries included)",
+                             double(planned) / (1 << 30), double(device::peak_bytes()) / (1 << 30),
+                             double(device::used_bytes()) / (1 << 30)));
+    }
     if (resumed)
       log_->line(fmt::format("resumed from {} at step {}", resumed->dir, progress_.step));
   }
@@ -365,8 +373,10 @@ class Trainer {
                           {"tok_per_s", tok_per_s},
                           {"mfu", mfu},
                           {"step_ms", step_seconds * 1e3}};
-    if (engine_.device == Device::kCuda)
+    if (engine_.device == Device::kCuda) {
       row["gpu_peak_gib"] = double(device::peak_bytes()) / double(1 << 30);
+      row["gpu_used_gib"] = double(device::used_bytes()) / double(1 << 30);
+    }
     std::string moe_summary = moe_ ? log_moe_balance(row) : "";
     log_->metrics(row);
     log_->progress(fmt::format("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | "

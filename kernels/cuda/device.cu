@@ -130,5 +130,11 @@ void synchronize() { SIGMA_CUDA_CHECK(cudaStreamSynchronize(cuda::stream())); }
 
 size_t peak_bytes() { return peak.load(); }
 
+size_t used_bytes() {
+  size_t free = 0, total = 0;
+  SIGMA_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return total - free;
+}
+
 }  // namespace device
 }  // namespace sigma
