@@ -292,13 +292,18 @@ double sum(Tensor x) {
   SIGMA_ROUTE(c.device(), sum, x);
 }
 
-void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step) {
-  Check c("adamw_update", {param, grad, m, v});
+void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step,
+                  Tensor weight) {
+  Check c("adamw_update", {param, grad, m, v, weight});
   std::initializer_list<Named> all = {{param, "param"}, {grad, "grad"}, {m, "m"}, {v, "v"}};
   c.dtype(all, DType::kF32);
   c.numel(all, param.numel());
+  if (weight.defined()) {
+    c.activations({{weight, "weight"}});
+    c.numel({{weight, "weight"}}, param.numel());
+  }
   SIGMA_CHECK(step.step >= 1, "adamw_update: step {} (steps count from 1)", step.step);
-  SIGMA_ROUTE(c.device(), adamw_update, param, grad, m, v, step);
+  SIGMA_ROUTE(c.device(), adamw_update, param, grad, m, v, step, weight);
 }
 
 // --- MoE router and dispatch: router tensors are fp32 on every device (DESIGN.md) ---------------
@@ -436,6 +441,47 @@ void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor i
   c.shape({inp, "inp"}, {row_of.numel(), d_out.size(-1)});
   c.shape({d_inp, "d_inp"}, inp.shape);
   SIGMA_ROUTE(c.device(), moe_unpermute_backward, d_inp, d_probs, d_out, inp, row_of, probs);
+}
+
+
+// --- grouped matmul over experts ------------------------------------------------------------------
+
+namespace {
+
+// inp [R, I], weight [E, O, I], out (or d_out) [R, O], tokens_per_expert i32 [E]. On CUDA the
+// operands are bf16 (the kernel feeds them to the tensor cores as they are).
+void check_grouped_matmul(const Check& c, const Named& out, const Tensor& inp, const Tensor& weight,
+                          const Tensor& tokens_per_expert) {
+  c.activations({out, {inp, "inp"}, {weight, "weight"}});
+  if (c.device() == Device::kCuda) c.dtype({out, {inp, "inp"}, {weight, "weight"}}, DType::kBF16);
+  c.dtype({{tokens_per_expert, "tokens_per_expert"}}, DType::kI32);
+  c.rank({weight, "weight"}, 3);
+  c.shape({inp, "inp"}, {inp.size(0), weight.size(2)});
+  c.shape(out, {inp.size(0), weight.size(1)});
+  c.shape({tokens_per_expert, "tokens_per_expert"}, {weight.size(0)});
+}
+
+}  // namespace
+
+void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens_per_expert) {
+  Check c("grouped_matmul_forward", {out, inp, weight, tokens_per_expert});
+  check_grouped_matmul(c, {out, "out"}, inp, weight, tokens_per_expert);
+  SIGMA_ROUTE(c.device(), grouped_matmul_forward, out, inp, weight, tokens_per_expert);
+}
+
+void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
+                             Tensor weight, Tensor tokens_per_expert) {
+  Check c("grouped_matmul_backward", {d_inp, d_weight, d_out, inp, weight, tokens_per_expert});
+  check_grouped_matmul(c, {d_out, "d_out"}, inp, weight, tokens_per_expert);
+  c.dtype({{d_weight, "d_weight"}}, DType::kF32);
+  c.shape({d_weight, "d_weight"}, weight.shape);
+  if (d_inp.defined()) {
+    c.activations({{d_inp, "d_inp"}});
+    if (c.device() == Device::kCuda) c.dtype({{d_inp, "d_inp"}}, DType::kBF16);
+    c.shape({d_inp, "d_inp"}, inp.shape);
+  }
+  SIGMA_ROUTE(c.device(), grouped_matmul_backward, d_inp, d_weight, d_out, inp, weight,
+              tokens_per_expert);
 }
 
 }  // namespace sigma::ops

@@ -89,7 +89,10 @@ struct AdamWStep {
   double grad_scale;    // multiplies the gradient first (clipping, loss averaging)
 };
 // param, grad, m, v all [numel] f32 (master weights and moments are fp32 on every device).
-void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step);
+// weight, when defined and not param itself, receives the updated param in its own dtype
+// (the bf16 compute copy on CUDA), in the same pass.
+void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep& step,
+                  Tensor weight = {});
 
 // --- MoE router (Sigma-MoE-Tiny; models/moe/README.md) ------------------------------------------
 // E experts, K chosen per token (a prefix view of the dropless buffers). Router math is fp32.
@@ -139,5 +142,16 @@ void moe_unpermute_forward(Tensor out, Tensor inp, Tensor row_of, Tensor probs);
 // Both overwrite.
 void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor inp, Tensor row_of,
                             Tensor probs);
+
+// --- grouped matmul over experts (the MoE experts as one op, Megatron-Core's GroupedMLP) ------
+// Rows of inp are grouped by expert in order: the first tokens_per_expert[0] rows belong to
+// expert 0, and so on; the counts sum to R (dropless, as moe_routing_map makes them).
+// out [R, O] = inp [R, I] @ weight[e]^T for the rows of expert e. weight [E, O, I];
+// tokens_per_expert i32 [E], read on the device (no host synchronisation).
+void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens_per_expert);
+// d_inp (overwrite, skipped if undefined) = d_out @ weight[e] per group;
+// d_weight[e] (f32, +=) += d_out_e^T @ inp_e. An expert with no rows leaves d_weight[e] as it is.
+void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
+                             Tensor weight, Tensor tokens_per_expert);
 
 }  // namespace sigma::ops

@@ -222,7 +222,7 @@ TEST_CASE("cuda ops: add, scale, convert, sum and sum_squares match the CPU") {
   CHECK(to_host(half) == rounded(c, DType::kBF16));  // round to nearest even, like the host
 }
 
-TEST_CASE("cuda ops: adamw matches the CPU update to fp32 rounding") {
+TEST_CASE("cuda ops: adamw matches the CPU update to fp32 rounding and writes the bf16 copy") {
   SIGMA_REQUIRE_GPU();
   const int64_t n = 4099;
   auto p = random_vector(n, 20), g = random_vector(n, 21), m = random_vector(n, 22, 0.1);
@@ -230,12 +230,15 @@ TEST_CASE("cuda ops: adamw matches the CPU update to fp32 rounding") {
   for (float& x : v) x = x * x;
   auto gp = to_device(p, {n}, DType::kF32), gg = to_device(g, {n}, DType::kF32);
   auto gm = to_device(m, {n}, DType::kF32), gv = to_device(v, {n}, DType::kF32);
+  auto gweight = poisoned({n}, DType::kBF16);
   for (int64_t step = 1; step <= 3; ++step) {
     ops::AdamWStep s{1e-3, 0.9, 0.95, 1e-8, 0.1, step, 0.5};
-    cpu::adamw_update(cpu_view(p, {n}), cpu_view(g, {n}), cpu_view(m, {n}), cpu_view(v, {n}), s);
-    ops::adamw_update(gp, gg, gm, gv, s);
+    cpu::adamw_update(cpu_view(p, {n}), cpu_view(g, {n}), cpu_view(m, {n}), cpu_view(v, {n}), s,
+                      Tensor{});
+    ops::adamw_update(gp, gg, gm, gv, s, gweight);
   }
   CHECK(rel_error(to_host(gp), p) < 1e-6);
+  CHECK(to_host(gweight) == rounded(to_host(gp), DType::kBF16));
   CHECK(rel_error(to_host(gm), m) < 1e-6);
   CHECK(rel_error(to_host(gv), v) < 1e-6);
 }

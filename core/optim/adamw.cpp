@@ -24,9 +24,9 @@ void AdamW::step(double lr, double grad_scale, int64_t step) {
     bool decay = info.decay || config_.decay_norms_and_embeddings;
     ops::AdamWStep s{lr,           config_.beta1, config_.beta2, config_.eps,
                      decay ? config_.weight_decay : 0.0, step, grad_scale};
-    ops::adamw_update(info.param.value, info.param.grad, m_[i], v_[i], s);
+    // The bf16 compute copy (CUDA) is rewritten in the same pass.
+    ops::adamw_update(info.param.value, info.param.grad, m_[i], v_[i], s, info.param.weight);
   }
-  params_.refresh_weights();
 }
 
 }  // namespace sigma

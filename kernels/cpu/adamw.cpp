@@ -11,7 +11,8 @@
 
 namespace sigma::cpu {
 
-void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::AdamWStep& step) {
+void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::AdamWStep& step,
+                  Tensor weight) {
   int64_t n = param.numel();
   float* p = param.f32();
   const float* g = grad.f32();
@@ -32,6 +33,8 @@ void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::Adam
     float denom = std::sqrt(vp[i]) / bias_correction2_sqrt + eps;
     p[i] += (-step_size * mp[i]) / denom;
   }
+  // The CPU computes in fp32 throughout: a separate weight is a plain copy.
+  if (weight.defined() && weight.data != param.data) convert(weight, param);
 }
 
 }  // namespace sigma::cpu

@@ -40,7 +40,8 @@ void scale(Tensor x, float scale);
 double sum_squares(Tensor x);
 double sum(Tensor x);
 
-void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::AdamWStep& step);
+void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::AdamWStep& step,
+                  Tensor weight);
 
 // MoE router (moe_router.cu) and dispatch (moe_permute.cu).
 void router_scores_forward(Tensor scores, Tensor logits, ops::ScoreFunction fn);
@@ -60,5 +61,10 @@ void moe_permute_backward(Tensor d_inp, Tensor d_out, Tensor row_of);
 void moe_unpermute_forward(Tensor out, Tensor inp, Tensor row_of, Tensor probs);
 void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor inp, Tensor row_of,
                             Tensor probs);
+
+// Grouped matmul over experts (grouped_matmul.cu).
+void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens_per_expert);
+void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
+                             Tensor weight, Tensor tokens_per_expert);
 
 }  // namespace sigma::cuda
