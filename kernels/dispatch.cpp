@@ -308,6 +308,26 @@ void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep
 
 // --- MoE router and dispatch: router tensors are fp32 on every device (DESIGN.md) ---------------
 
+namespace {
+
+// probs f32 [N, K] and experts i32 [N, K] chosen from scores f32 [N, E] (+ bias f32 [E]).
+void check_topk(const Check& c, const Tensor& probs, const Tensor& experts, const Tensor& scores,
+                const Tensor& bias) {
+  c.dtype({{probs, "probs"}, {scores, "scores"}}, DType::kF32);
+  c.dtype({{experts, "experts"}}, DType::kI32);
+  c.rank({scores, "scores"}, 2);
+  int64_t n = scores.size(0), e = scores.size(1), k = probs.size(-1);
+  SIGMA_CHECK(k >= 1 && k <= e, "router top-k: {} of {} experts", k, e);
+  c.shape({probs, "probs"}, {n, k});
+  c.shape({experts, "experts"}, {n, k});
+  if (bias.defined()) {
+    c.dtype({{bias, "bias"}}, DType::kF32);
+    c.numel({{bias, "bias"}}, e);
+  }
+}
+
+}  // namespace
+
 void router_scores_forward(Tensor scores, Tensor logits, ScoreFunction fn) {
   Check c("router_scores_forward", {scores, logits});
   c.dtype({{scores, "scores"}, {logits, "logits"}}, DType::kF32);
@@ -326,18 +346,18 @@ void router_scores_backward(Tensor d_logits, Tensor d_scores, Tensor scores, Sco
 void router_topk_forward(Tensor probs, Tensor experts, Tensor scores, Tensor bias,
                          bool renormalize) {
   Check c("router_topk_forward", {probs, experts, scores, bias});
-  c.dtype({{probs, "probs"}, {scores, "scores"}}, DType::kF32);
-  c.dtype({{experts, "experts"}}, DType::kI32);
-  c.rank({scores, "scores"}, 2);
-  int64_t n = scores.size(0), e = scores.size(1), k = probs.size(-1);
-  SIGMA_CHECK(k >= 1 && k <= e, "router_topk_forward: top-k {} of {} experts", k, e);
-  c.shape({probs, "probs"}, {n, k});
-  c.shape({experts, "experts"}, {n, k});
-  if (bias.defined()) {
-    c.dtype({{bias, "bias"}}, DType::kF32);
-    c.numel({{bias, "bias"}}, e);
-  }
+  check_topk(c, probs, experts, scores, bias);
   SIGMA_ROUTE(c.device(), router_topk_forward, probs, experts, scores, bias, renormalize);
+}
+
+void router_scores_topk_forward(Tensor scores, Tensor probs, Tensor experts, Tensor logits,
+                                Tensor bias, ScoreFunction fn, bool renormalize) {
+  Check c("router_scores_topk_forward", {scores, probs, experts, logits, bias});
+  c.dtype({{logits, "logits"}}, DType::kF32);
+  c.shape({scores, "scores"}, logits.shape);
+  check_topk(c, probs, experts, scores, bias);
+  SIGMA_ROUTE(c.device(), router_scores_topk_forward, scores, probs, experts, logits, bias, fn,
+              renormalize);
 }
 
 void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor experts,
@@ -354,38 +374,52 @@ void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor 
               renormalize);
 }
 
-RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor logits, Tensor scores,
-                               float temperature) {
-  Check c("router_balance_sums", {score_sum, sharp_sum, logits, scores});
-  c.dtype({{score_sum, "score_sum"}, {logits, "logits"}, {scores, "scores"}}, DType::kF32);
+void router_balance_forward(Tensor losses, Tensor coeffs, Tensor logits, Tensor scores,
+                            Tensor counts, const RouterBalanceConfig& config) {
+  Check c("router_balance_forward", {losses, coeffs, logits, scores, counts});
+  c.dtype({{losses, "losses"}, {coeffs, "coeffs"}, {logits, "logits"}, {scores, "scores"}},
+          DType::kF32);
+  c.dtype({{counts, "counts"}}, DType::kI32);
+  c.rank({scores, "scores"}, 2);
   c.shape({logits, "logits"}, scores.shape);
-  c.numel({{score_sum, "score_sum"}}, scores.size(-1));
-  if (sharp_sum.defined()) {
-    c.dtype({{sharp_sum, "sharp_sum"}}, DType::kF32);
-    c.numel({{sharp_sum, "sharp_sum"}}, scores.size(-1));
-  }
-  SIGMA_ROUTE(c.device(), router_balance_sums, score_sum, sharp_sum, logits, scores, temperature);
+  int64_t e = scores.size(1);
+  c.numel({{losses, "losses"}}, kRouterLosses);
+  c.numel({{coeffs, "coeffs"}}, 2 * e + 2);
+  c.numel({{counts, "counts"}}, e);
+  SIGMA_CHECK(config.top1_lbl_temperature > 0, "router_balance_forward: temperature {}",
+              config.top1_lbl_temperature);
+  SIGMA_ROUTE(c.device(), router_balance_forward, losses, coeffs, logits, scores, counts, config);
 }
 
-void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor g_score, float g_top1) {
-  Check c("router_balance_backward_scores", {d_scores, scores, g_score});
-  c.dtype({{d_scores, "d_scores"}, {scores, "scores"}, {g_score, "g_score"}}, DType::kF32);
+void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor coeffs,
+                                    float aux_scale) {
+  Check c("router_balance_backward_scores", {d_scores, scores, coeffs});
+  c.dtype({{d_scores, "d_scores"}, {scores, "scores"}, {coeffs, "coeffs"}}, DType::kF32);
+  c.rank({scores, "scores"}, 2);
   c.shape({d_scores, "d_scores"}, scores.shape);
-  c.numel({{g_score, "g_score"}}, scores.size(-1));
-  SIGMA_ROUTE(c.device(), router_balance_backward_scores, d_scores, scores, g_score, g_top1);
+  c.numel({{coeffs, "coeffs"}}, 2 * scores.size(1) + 2);
+  SIGMA_ROUTE(c.device(), router_balance_backward_scores, d_scores, scores, coeffs, aux_scale);
 }
 
-void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sharp,
-                                    float temperature, float g_z) {
-  Check c("router_balance_backward_logits", {d_logits, logits, g_sharp});
-  c.dtype({{d_logits, "d_logits"}, {logits, "logits"}}, DType::kF32);
+void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor coeffs,
+                                    const RouterBalanceConfig& config, float aux_scale) {
+  Check c("router_balance_backward_logits", {d_logits, logits, coeffs});
+  c.dtype({{d_logits, "d_logits"}, {logits, "logits"}, {coeffs, "coeffs"}}, DType::kF32);
+  c.rank({logits, "logits"}, 2);
   c.shape({d_logits, "d_logits"}, logits.shape);
-  if (g_sharp.defined()) {
-    c.dtype({{g_sharp, "g_sharp"}}, DType::kF32);
-    c.numel({{g_sharp, "g_sharp"}}, logits.size(-1));
-  }
-  SIGMA_ROUTE(c.device(), router_balance_backward_logits, d_logits, logits, g_sharp, temperature,
-              g_z);
+  c.numel({{coeffs, "coeffs"}}, 2 * logits.size(1) + 2);
+  SIGMA_CHECK(config.top1_lbl_temperature > 0, "router_balance_backward_logits: temperature {}",
+              config.top1_lbl_temperature);
+  SIGMA_ROUTE(c.device(), router_balance_backward_logits, d_logits, logits, coeffs, config,
+              aux_scale);
+}
+
+void router_bias_update(Tensor bias, Tensor counts, float rate) {
+  Check c("router_bias_update", {bias, counts});
+  c.dtype({{bias, "bias"}}, DType::kF32);
+  c.dtype({{counts, "counts"}}, DType::kI32);
+  c.numel({{counts, "counts"}}, bias.numel());
+  SIGMA_ROUTE(c.device(), router_bias_update, bias, counts, rate);
 }
 
 void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts) {
@@ -394,6 +428,13 @@ void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts) {
           DType::kI32);
   c.shape({row_of, "row_of"}, experts.shape);
   SIGMA_ROUTE(c.device(), moe_routing_map, row_of, tokens_per_expert, experts);
+}
+
+void moe_counts_accumulate(Tensor total, Tensor counts) {
+  Check c("moe_counts_accumulate", {total, counts});
+  c.dtype({{total, "total"}, {counts, "counts"}}, DType::kI32);
+  c.numel({{counts, "counts"}}, total.numel());
+  SIGMA_ROUTE(c.device(), moe_counts_accumulate, total, counts);
 }
 
 void moe_permute_forward(Tensor out, Tensor inp, Tensor row_of) {
@@ -442,7 +483,6 @@ void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor i
   c.shape({d_inp, "d_inp"}, inp.shape);
   SIGMA_ROUTE(c.device(), moe_unpermute_backward, d_inp, d_probs, d_out, inp, row_of, probs);
 }
-
 
 // --- grouped matmul over experts ------------------------------------------------------------------
 

@@ -95,7 +95,9 @@ void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWStep
                   Tensor weight = {});
 
 // --- MoE router (Sigma-MoE-Tiny; models/moe/README.md) ------------------------------------------
-// E experts, K chosen per token (a prefix view of the dropless buffers). Router math is fp32.
+// E experts, K chosen per token (a prefix view of the dropless buffers). Router math is fp32
+// on every device (logits, scores, probs, the balancing values); nothing here returns a number
+// to the host, so a training step routes without a host synchronisation.
 enum class ScoreFunction { kSoftmax, kSigmoid };
 // scores = softmax(logits) per row, or sigmoid(logits) elementwise.   [N, E] f32 each.
 void router_scores_forward(Tensor scores, Tensor logits, ScoreFunction fn);
@@ -106,32 +108,49 @@ void router_scores_backward(Tensor d_logits, Tensor d_scores, Tensor scores, Sco
 // probs [N, K] = the chosen scores, divided by their sum when renormalize.
 void router_topk_forward(Tensor probs, Tensor experts, Tensor scores, Tensor bias,
                          bool renormalize);
+// router_scores_forward then router_topk_forward, in one pass over each row on CUDA.
+void router_scores_topk_forward(Tensor scores, Tensor probs, Tensor experts, Tensor logits,
+                                Tensor bias, ScoreFunction fn, bool renormalize);
 // d_scores (overwrite): zero except at the chosen experts.
 void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor experts,
                           Tensor scores, bool renormalize);
 
-// Row sums behind the balancing losses and the balance metrics, in row order, in double.
-struct RouterSums {
-  double top1 = 0;     // sum_n max_e scores[n, e]
-  double z_sq = 0;     // sum_n logsumexp(logits[n])^2
-  double entropy = 0;  // sum_n entropy of scores[n] normalised to sum 1 (nats)
+// The balancing losses of one micro-batch of N tokens (models/moe/router.h has the formulas),
+// with f_i = counts[i] / sum(counts) for counts i32 [E] (the micro-batch's or the step's):
+//   losses f32 [kRouterLosses]: LBL, Top-1 LBL, z-loss, mean entropy of the scores normalised
+//     per row (nats), and aux = the coefficient-weighted sum of the three losses.
+//   coeffs f32 [2E + 2]: d aux / d(...) for the backward ops, at these offsets: [0, E) each
+//     score column (summed over rows), [E, 2E) each column of softmax(logits / temperature),
+//     2E the top-1 score of a row, 2E + 1 a row's logsumexp(logits)^2.
+// Row sums run in double, in row order on the CPU and in a fixed order on CUDA (deterministic).
+struct RouterBalanceConfig {  // model.moe's coefficients
+  double lbl_coeff = 0, top1_lbl_coeff = 0, top1_lbl_temperature = 1, z_loss_coeff = 0;
 };
-// score_sum [E] = sum_n scores[n, :]; sharp_sum [E] = sum_n softmax(logits[n] / temperature)
-// (skipped when undefined).
-RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor logits, Tensor scores,
-                               float temperature);
-// d_scores[n, e] += g_score[e] + g_top1 * (e == argmax scores[n], ties to the lower index).
-void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor g_score, float g_top1);
-// d_logits[n] += q (g_sharp - <q, g_sharp>) / temperature + 2 g_z lse_n softmax(logits[n]),
-// q = softmax(logits[n] / temperature); g_sharp [E] may be undefined.
-void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sharp,
-                                    float temperature, float g_z);
+constexpr int kLossLbl = 0, kLossTop1Lbl = 1, kLossZ = 2, kLossEntropy = 3, kLossAux = 4;
+constexpr int kRouterLosses = 5;
+void router_balance_forward(Tensor losses, Tensor coeffs, Tensor logits, Tensor scores,
+                            Tensor counts, const RouterBalanceConfig& config);
+// d_scores[n, e] += aux_scale coeffs[e] + aux_scale coeffs[2E] (e == argmax scores[n], ties
+// to the lower index).
+void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor coeffs,
+                                    float aux_scale);
+// d_logits[n] += q (g - <q, g>) / temperature + 2 g_z lse_n softmax(logits[n]), with
+// q = softmax(logits[n] / temperature), g = aux_scale coeffs[E, 2E) (skipped without a Top-1
+// LBL coefficient) and g_z = aux_scale coeffs[2E + 1].
+void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor coeffs,
+                                    const RouterBalanceConfig& config, float aux_scale);
+// Aux-loss-free balancing (DeepSeek-V3, section 2.1.2): bias[e] += rate where counts[e] is
+// under the mean count, -= rate where over.   bias f32 [E], counts i32 [E].
+void router_bias_update(Tensor bias, Tensor counts, float rate);
 
 // --- MoE dispatch: permute tokens into expert-contiguous rows and back ------------------------
 // R = N * K rows (dropless). row_of i32 [N, K]: the row of assignment (n, k) when rows are
 // grouped by expert in index order, tokens in order within each (a stable counting sort:
 // deterministic). tokens_per_expert i32 [E].
 void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts);
+// total i32 [E] += counts i32 [E] (a step's tokens per expert, summed over its micro-batches).
+void moe_counts_accumulate(Tensor total, Tensor counts);
+// Token rows below are activations (fp32 on the CPU, bf16 on CUDA); probs stay f32.
 // out[row_of[n, k]] = inp[n].   out [R, D], inp [N, D].
 void moe_permute_forward(Tensor out, Tensor inp, Tensor row_of);
 // d_inp[n] = sum_k d_out[row_of[n, k]] (overwrite, k in order).

@@ -83,6 +83,20 @@ struct TinyRouter {
     float h[] = {l3, 0, 0, l3, l3, 0, l3, 0};
     std::copy(h, h + 8, h_buf.f32());
   }
+  // Balancing values with these counts [E] (a host tensor: the router is on the CPU).
+  RouterBalance balance(std::vector<int32_t> counts) {
+    router.balance(counts_tensor(counts));
+    return router.balance_values();
+  }
+  void update_bias(std::vector<int32_t> counts) { router.update_bias(counts_tensor(counts)); }
+  Tensor counts_tensor(std::vector<int32_t>& counts) {
+    Tensor t;
+    t.data = counts.data();
+    t.shape = {int64_t(counts.size())};
+    t.dtype = DType::kI32;
+    return t;
+  }
+
   const ModelConfig& config;
   ParameterSet params;
   Arena acts;
@@ -144,7 +158,7 @@ TEST_CASE("moe: each balancing loss equals its hand-computed value") {
   c.moe.top1_lbl_temperature = 1;  // fhat is then the mean score p
   TinyRouter r(c);
   r.router.forward(r.h_buf);
-  RouterBalance b = r.router.balance({3, 1});
+  RouterBalance b = r.balance({3, 1});
   // f = (3/4, 1/4), p = (2.5/4, 1.5/4): LBL = 2 (0.75 * 0.625 + 0.25 * 0.375) = 1.125.
   CHECK(b.lbl == doctest::Approx(1.125));
   // sum p^2 = 0.53125 over the mean top-1 probability 0.75, times 2.
@@ -154,7 +168,7 @@ TEST_CASE("moe: each balancing loss equals its hand-computed value") {
   CHECK(b.entropy == doctest::Approx(-(0.75 * std::log(0.75) + 0.25 * std::log(0.25))));
   CHECK(b.aux == doctest::Approx(b.top1_lbl));  // only the Top-1 LBL has a coefficient
   // Balanced counts (from the step's other micro-batches, say) give exactly 1.
-  CHECK(r.router.balance({2, 2}).lbl == doctest::Approx(1.0));
+  CHECK(r.balance({2, 2}).lbl == doctest::Approx(1.0));
 }
 
 TEST_CASE("moe: the balance metric and the expert-bias update") {
@@ -170,13 +184,13 @@ TEST_CASE("moe: the balance metric and the expert-bias update") {
   c.moe.bias_update_rate = 0.25;
   TinyRouter r(c);
   REQUIRE(r.router.bias().defined());
-  r.router.update_bias({3, 1});  // expert 0 is overloaded: its bias falls, expert 1's rises
+  r.update_bias({3, 1});  // expert 0 is overloaded: its bias falls, expert 1's rises
   CHECK(r.router.bias().f32()[0] == -0.25f);
   CHECK(r.router.bias().f32()[1] == 0.25f);
-  r.router.update_bias({2, 2});  // balanced: unchanged
+  r.update_bias({2, 2});  // balanced: unchanged
   CHECK(r.router.bias().f32()[0] == -0.25f);
   // Bias 0.5 towards expert 1 flips row 0 (scores .75/.25) but not the weights.
-  r.router.update_bias({3, 1});
+  r.update_bias({3, 1});
   r.router.forward(r.h_buf);
   CHECK(r.router.experts_NK().i32()[0] == 1);
   CHECK(r.router.probs_NK().f32()[0] == doctest::Approx(0.25));

@@ -1,6 +1,7 @@
 // The MoE ops of kernels/ops.h against naive versions and finite differences: score
-// functions, top-k (ties, bias, renormalisation), the balancing sums and gradients, and
-// permute / unpermute (each other's inverse, and their backward passes).
+// functions, top-k (ties, bias, renormalisation; fused with the scores), the balancing losses
+// and their gradients, the bias update, and permute / unpermute (each other's inverse, and
+// their backward passes).
 #include "core/random.h"
 #include "kernels/ops.h"
 
@@ -96,49 +97,81 @@ TEST_CASE("moe ops: scores and top-k backward match finite differences") {
   }
 }
 
-TEST_CASE("moe ops: balancing sums and gradients match naive sums and finite differences") {
+TEST_CASE("moe ops: balancing losses match naive values, their gradients finite differences") {
   const int64_t n = 4, e = 3;
-  const float tau = 0.5f;
-  Host logits({n, e}), scores({n, e}), score_sum({e}), sharp_sum({e});
+  ops::RouterBalanceConfig config{0.3, 0.5, 0.5, 0.25};
+  Host logits({n, e}), scores({n, e}), counts({e}, DType::kI32), losses({ops::kRouterLosses});
+  Host coeffs({2 * e + 2});
   fill(logits, 5);
+  counts.i = {5, 0, 3};
   ops::router_scores_forward(scores.t, logits.t, ops::ScoreFunction::kSoftmax);
-  ops::RouterSums sums = ops::router_balance_sums(score_sum.t, sharp_sum.t, logits.t, scores.t, tau);
-  double top1 = 0, z_sq = 0, entropy = 0;
+  ops::router_balance_forward(losses.t, coeffs.t, logits.t, scores.t, counts.t, config);
+  // The formulas of models/moe/router.h, term by term, in double.
+  double lbl = 0, top1 = 0, z = 0, entropy = 0;
+  std::vector<double> fhat(static_cast<size_t>(e), 0.0);
   for (int64_t r = 0; r < n; ++r) {
-    double m = 0, se = 0;
+    double m = 0, se = 0, sq = 0;
     for (int64_t i = 0; i < e; ++i) {
-      double s = scores.f[size_t(r * e + i)];
+      double s = scores.f[size_t(r * e + i)], l = logits.f[size_t(r * e + i)];
       m = std::max(m, s);
-      entropy -= s * std::log(s);
-      se += std::exp(double(logits.f[size_t(r * e + i)]));
+      entropy -= s * std::log(s) / n;
+      se += std::exp(l);
+      sq += std::exp(l / config.top1_lbl_temperature);
+      lbl += e * (counts.i[size_t(i)] / 8.0) * s / n;
     }
-    top1 += m;
-    z_sq += std::log(se) * std::log(se);
+    for (int64_t i = 0; i < e; ++i) {
+      double l = logits.f[size_t(r * e + i)];
+      fhat[size_t(i)] += std::exp(l / config.top1_lbl_temperature) / sq / n;
+    }
+    top1 += m / n;
+    z += std::log(se) * std::log(se) / n;
   }
-  CHECK(sums.top1 == doctest::Approx(top1));
-  CHECK(sums.z_sq == doctest::Approx(z_sq));
-  CHECK(sums.entropy == doctest::Approx(entropy));
+  double top1_lbl = 0;
+  for (double f : fhat) top1_lbl += e * f * f / top1;
+  CHECK(losses.f[ops::kLossLbl] == doctest::Approx(lbl));
+  CHECK(losses.f[ops::kLossTop1Lbl] == doctest::Approx(top1_lbl));
+  CHECK(losses.f[ops::kLossZ] == doctest::Approx(z));
+  CHECK(losses.f[ops::kLossEntropy] == doctest::Approx(entropy));
+  CHECK(losses.f[ops::kLossAux] == doctest::Approx(0.3 * lbl + 0.5 * top1_lbl + 0.25 * z));
 
-  // L = sum_i a_i * sharp_sum_i + b * top1 + c * z_sq + sum_i g_i * score_sum_i, all through
-  // the logits; the two backward ops must give its gradient.
-  std::vector<float> a = {0.3f, -0.2f, 0.5f}, g = {0.1f, 0.7f, -0.4f};
-  float b = -0.6f, c = 0.25f;
+  // aux through the logits (the counts fixed): the two backward ops and the scores' backward
+  // must give its gradient, scaled by aux_scale.
+  const float aux_scale = 2.0f;
   auto loss = [&] {
     ops::router_scores_forward(scores.t, logits.t, ops::ScoreFunction::kSoftmax);
-    ops::RouterSums s = ops::router_balance_sums(score_sum.t, sharp_sum.t, logits.t, scores.t, tau);
-    double l = b * s.top1 + c * s.z_sq;
-    for (int64_t i = 0; i < e; ++i)
-      l += a[size_t(i)] * sharp_sum.f[size_t(i)] + g[size_t(i)] * score_sum.f[size_t(i)];
-    return l;
+    ops::router_balance_forward(losses.t, coeffs.t, logits.t, scores.t, counts.t, config);
+    return double(aux_scale) * losses.f[ops::kLossAux];
   };
   loss();
-  Host d_scores({n, e}), d_logits({n, e}), g_score({e}), g_sharp({e});
-  g_score.f = g;
-  g_sharp.f = a;
-  ops::router_balance_backward_scores(d_scores.t, scores.t, g_score.t, b);
+  Host d_scores({n, e}), d_logits({n, e});
+  ops::router_balance_backward_scores(d_scores.t, scores.t, coeffs.t, aux_scale);
   ops::router_scores_backward(d_logits.t, d_scores.t, scores.t, ops::ScoreFunction::kSoftmax);
-  ops::router_balance_backward_logits(d_logits.t, logits.t, g_sharp.t, tau, c);
-  check_fd(logits.f, loss, d_logits.f);
+  ops::router_balance_backward_logits(d_logits.t, logits.t, coeffs.t, config, aux_scale);
+  check_fd(logits.f, loss, d_logits.f, 1e-2);
+}
+
+TEST_CASE("moe ops: fused scores + top-k equal the two ops, the bias update follows the loads") {
+  const int64_t n = 6, e = 5, k = 2;
+  for (auto fn : {ops::ScoreFunction::kSoftmax, ops::ScoreFunction::kSigmoid}) {
+    Host logits({n, e}), bias({e}), scores({n, e}), probs({n, k}), experts({n, k}, DType::kI32);
+    Host fused_scores({n, e}), fused_probs({n, k}), fused_experts({n, k}, DType::kI32);
+    fill(logits, 7);
+    fill(bias, 8, 0.1);
+    ops::router_scores_forward(scores.t, logits.t, fn);
+    ops::router_topk_forward(probs.t, experts.t, scores.t, bias.t, true);
+    ops::router_scores_topk_forward(fused_scores.t, fused_probs.t, fused_experts.t, logits.t,
+                                    bias.t, fn, true);
+    CHECK(fused_scores.f == scores.f);
+    CHECK(fused_probs.f == probs.f);
+    CHECK(fused_experts.i == experts.i);
+  }
+  Host bias({4}), counts({4}, DType::kI32), step({4}, DType::kI32);
+  counts.i = {1, 2, 3, 2};  // mean 2
+  ops::moe_counts_accumulate(step.t, counts.t);
+  ops::moe_counts_accumulate(step.t, counts.t);
+  CHECK(step.i == std::vector<int32_t>{2, 4, 6, 4});
+  ops::router_bias_update(bias.t, step.t, 0.5f);
+  CHECK(bias.f == std::vector<float>{0.5f, 0.0f, -0.5f, 0.0f});
 }
 
 TEST_CASE("moe ops: the routing map groups by expert, stable, and unpermute(permute(x)) == x") {

@@ -47,14 +47,19 @@ void router_scores_forward(Tensor scores, Tensor logits, ops::ScoreFunction fn);
 void router_scores_backward(Tensor d_logits, Tensor d_scores, Tensor scores, ops::ScoreFunction fn);
 void router_topk_forward(Tensor probs, Tensor experts, Tensor scores, Tensor bias,
                          bool renormalize);
+void router_scores_topk_forward(Tensor scores, Tensor probs, Tensor experts, Tensor logits,
+                                Tensor bias, ops::ScoreFunction fn, bool renormalize);
 void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor experts,
                           Tensor scores, bool renormalize);
-ops::RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor logits,
-                                    Tensor scores, float temperature);
-void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor g_score, float g_top1);
-void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sharp,
-                                    float temperature, float g_z);
+void router_balance_forward(Tensor losses, Tensor coeffs, Tensor logits, Tensor scores,
+                            Tensor counts, const ops::RouterBalanceConfig& config);
+void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor coeffs,
+                                    float aux_scale);
+void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor coeffs,
+                                    const ops::RouterBalanceConfig& config, float aux_scale);
+void router_bias_update(Tensor bias, Tensor counts, float rate);
 void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts);
+void moe_counts_accumulate(Tensor total, Tensor counts);
 void moe_permute_forward(Tensor out, Tensor inp, Tensor row_of);
 void moe_permute_backward(Tensor d_inp, Tensor d_out, Tensor row_of);
 void moe_unpermute_forward(Tensor out, Tensor inp, Tensor row_of, Tensor probs);

@@ -1,6 +1,6 @@
 // MoE dispatch ops, CPU reference: the routing map (a stable counting sort of the token ->
-// expert assignments), permute into expert-contiguous rows, and unpermute with the weighted
-// combine, with their backward passes.
+// expert assignments) and the step's running counts, permute into expert-contiguous rows, and
+// unpermute with the weighted combine, with their backward passes.
 //
 // Dropless: every assignment gets a row, R = N * K. Each output row is written by exactly
 // one (n, k), and the combine sums a token's K rows in k order, so all of it is
@@ -26,6 +26,12 @@ void moe_routing_map(Tensor row_of, Tensor tokens_per_expert, Tensor experts) {
   for (int64_t i = 1; i < e; ++i) next[size_t(i)] = next[size_t(i - 1)] + counts[i - 1];
   // Assignments in (token, k) order, so rows within an expert follow token order.
   for (int64_t a = 0; a < n_assign; ++a) row[a] = int32_t(next[size_t(ex[a])]++);
+}
+
+void moe_counts_accumulate(Tensor total, Tensor counts) {
+  int32_t* t = total.i32();
+  const int32_t* c = counts.i32();
+  for (int64_t i = 0; i < total.numel(); ++i) t[i] += c[i];
 }
 
 void moe_permute_forward(Tensor out, Tensor inp, Tensor row_of) {

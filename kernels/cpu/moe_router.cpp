@@ -1,10 +1,11 @@
 // The MoE router's ops, CPU reference: score functions, top-k selection with the optional
-// expert bias and renormalisation, and the row sums and gradients of the balancing losses.
+// expert bias and renormalisation, the balancing losses with their gradient coefficients and
+// gradients, and the aux-loss-free bias update.
 //
 // Everything is fp32 storage with the reductions a balancing loss sums over tokens done in
 // double, serially in row order (deterministic; an [N, E] pass is cheap beside the experts'
-// matmuls). Leaves out: the E-length arithmetic that turns sums into losses and gradient
-// coefficients (models/moe/router.cpp), and the bias update (host-side, once per step).
+// matmuls). The CUDA twin (kernels/cuda/moe_router.cu) computes the same on the device, so a
+// training step never waits for the router.
 #include "kernels/cpu/cpu_ops.h"
 
 #include <algorithm>
@@ -130,14 +131,27 @@ void router_topk_backward(Tensor d_scores, Tensor d_probs, Tensor probs, Tensor 
   }
 }
 
-ops::RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor logits, Tensor scores,
-                                    float temperature) {
-  int64_t e = scores.size(-1), n = scores.numel() / e;
-  const float* z = logits.f32();
-  const float* s = scores.f32();
+void router_scores_topk_forward(Tensor scores, Tensor probs, Tensor experts, Tensor logits,
+                                Tensor bias, ops::ScoreFunction fn, bool renormalize) {
+  cpu::router_scores_forward(scores, logits, fn);
+  cpu::router_topk_forward(probs, experts, scores, bias, renormalize);
+}
+
+namespace {
+
+// The row sums behind the balancing losses, in row order, in double.
+struct RowSums {
+  std::vector<float> score, sharp;  // [E] column sums of scores and of the sharp softmax
+  double top1 = 0;                  // sum_n max_e scores[n, e]
+  double z_sq = 0;                  // sum_n logsumexp(logits[n])^2
+  double entropy = 0;               // sum_n entropy of scores[n] normalised to sum 1 (nats)
+};
+
+RowSums row_sums(const float* z, const float* s, int64_t n, int64_t e, bool sharp,
+                 float temperature) {
   std::vector<double> score_acc(size_t(e), 0.0), sharp_acc(size_t(e), 0.0);
   std::vector<float> q(static_cast<size_t>(e));
-  ops::RouterSums sums;
+  RowSums sums;
   for (int64_t r = 0; r < n; ++r) {
     const float* sr = s + r * e;
     double row_sum = 0;
@@ -152,46 +166,97 @@ ops::RouterSums router_balance_sums(Tensor score_sum, Tensor sharp_sum, Tensor l
       double pi = sr[i] / row_sum;
       if (pi > 0) sums.entropy -= pi * std::log(pi);
     }
-    if (sharp_sum.defined()) {
+    if (sharp) {
       softmax_row(q.data(), z + r * e, e, temperature);
       for (int64_t i = 0; i < e; ++i) sharp_acc[size_t(i)] += q[size_t(i)];
     }
   }
-  for (int64_t i = 0; i < e; ++i) score_sum.f32()[i] = float(score_acc[size_t(i)]);
-  if (sharp_sum.defined())
-    for (int64_t i = 0; i < e; ++i) sharp_sum.f32()[i] = float(sharp_acc[size_t(i)]);
+  // The column sums are kept in fp32, as the CUDA twin keeps them.
+  sums.score.assign(score_acc.begin(), score_acc.end());
+  sums.sharp.assign(sharp_acc.begin(), sharp_acc.end());
   return sums;
 }
 
-void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor g_score, float g_top1) {
+}  // namespace
+
+void router_balance_forward(Tensor losses, Tensor coeffs, Tensor logits, Tensor scores,
+                            Tensor counts, const ops::RouterBalanceConfig& c) {
+  int64_t e = scores.size(-1), rows = scores.numel() / e;
+  bool top1 = c.top1_lbl_coeff > 0;
+  RowSums sums =
+      row_sums(logits.f32(), scores.f32(), rows, e, top1, float(c.top1_lbl_temperature));
+  const std::vector<float>& sharp = sums.sharp;
+  const int32_t* count = counts.i32();
+  int64_t total_count = 0;
+  for (int64_t i = 0; i < e; ++i) total_count += count[i];
+  SIGMA_CHECK(total_count > 0, "router_balance_forward: no token routed");
+  double n = double(rows), experts = double(e), total = double(total_count);
+  float* g = coeffs.f32();  // [score E | sharp E | top1 | z]
+  double lbl = 0, top1_lbl = 0;
+  for (int64_t i = 0; i < e; ++i) {
+    double f = double(count[i]) / total;
+    lbl += experts * f * sums.score[size_t(i)] / n;
+    // d LBL / d scores[n, i] = E f_i / N for every token n.
+    g[i] = float(c.lbl_coeff * experts * f / n);
+  }
+  double mean_top1 = sums.top1 / n;
+  std::fill(g + e, g + 2 * e + 1, 0.0f);
+  if (top1) {
+    double sum_sq = 0;
+    for (int64_t i = 0; i < e; ++i) sum_sq += (sharp[size_t(i)] / n) * (sharp[size_t(i)] / n);
+    top1_lbl = experts * sum_sq / mean_top1;
+    for (int64_t i = 0; i < e; ++i)
+      g[e + i] = float(c.top1_lbl_coeff * experts * 2.0 * (sharp[size_t(i)] / n) / mean_top1 / n);
+    g[2 * e] = float(-c.top1_lbl_coeff * experts * sum_sq / (mean_top1 * mean_top1) / n);
+  }
+  g[2 * e + 1] = float(c.z_loss_coeff / n);
+  double z_loss = sums.z_sq / n;
+  float* l = losses.f32();
+  l[ops::kLossLbl] = float(lbl);
+  l[ops::kLossTop1Lbl] = float(top1_lbl);
+  l[ops::kLossZ] = float(z_loss);
+  l[ops::kLossEntropy] = float(sums.entropy / n);
+  l[ops::kLossAux] =
+      float(c.lbl_coeff * lbl + c.top1_lbl_coeff * top1_lbl + c.z_loss_coeff * z_loss);
+}
+
+void router_balance_backward_scores(Tensor d_scores, Tensor scores, Tensor coeffs,
+                                    float aux_scale) {
   int64_t e = scores.size(-1), n = scores.numel() / e;
   const float* s = scores.f32();
-  const float* gs = g_score.f32();
+  const float* c = coeffs.f32();
   float* ds = d_scores.f32();
+  std::vector<float> g_score(static_cast<size_t>(e));
+  for (int64_t i = 0; i < e; ++i) g_score[size_t(i)] = aux_scale * c[i];
+  float g_top1 = aux_scale * c[2 * e];
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < n; ++r) {
-    for (int64_t i = 0; i < e; ++i) ds[r * e + i] += gs[i];
+    for (int64_t i = 0; i < e; ++i) ds[r * e + i] += g_score[size_t(i)];
     if (g_top1 != 0) ds[r * e + argmax_row(s + r * e, e)] += g_top1;
   }
 }
 
-void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sharp,
-                                    float temperature, float g_z) {
+void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor coeffs,
+                                    const ops::RouterBalanceConfig& c, float aux_scale) {
   int64_t e = logits.size(-1), n = logits.numel() / e;
   const float* z = logits.f32();
-  const float* gq = g_sharp.defined() ? g_sharp.f32() : nullptr;
   float* dz = d_logits.f32();
+  float temperature = float(c.top1_lbl_temperature);
+  std::vector<float> g_sharp(static_cast<size_t>(e));
+  for (int64_t i = 0; i < e; ++i) g_sharp[size_t(i)] = aux_scale * coeffs.f32()[e + i];
+  bool sharp = c.top1_lbl_coeff > 0;
+  float g_z = aux_scale * coeffs.f32()[2 * e + 1];
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < n; ++r) {
     std::vector<float> q(static_cast<size_t>(e));
     const float* zr = z + r * e;
-    if (gq) {
+    if (sharp) {
       // fhat's softmax at temperature tau: d z = q * (g - <q, g>) / tau.
       softmax_row(q.data(), zr, e, temperature);
       double dot = 0;
-      for (int64_t i = 0; i < e; ++i) dot += double(q[size_t(i)]) * gq[i];
+      for (int64_t i = 0; i < e; ++i) dot += double(q[size_t(i)]) * g_sharp[size_t(i)];
       for (int64_t i = 0; i < e; ++i)
-        dz[r * e + i] += q[size_t(i)] * (gq[i] - float(dot)) / temperature;
+        dz[r * e + i] += q[size_t(i)] * (g_sharp[size_t(i)] - float(dot)) / temperature;
     }
     if (g_z != 0) {
       // d lse^2 / dz = 2 lse softmax(z).
@@ -199,6 +264,21 @@ void router_balance_backward_logits(Tensor d_logits, Tensor logits, Tensor g_sha
       softmax_row(q.data(), zr, e, 1.0f);
       for (int64_t i = 0; i < e; ++i) dz[r * e + i] += float(2.0 * g_z * lse * q[size_t(i)]);
     }
+  }
+}
+
+void router_bias_update(Tensor bias, Tensor counts, float rate) {
+  int64_t e = bias.numel();
+  const int32_t* count = counts.i32();
+  int64_t total = 0;
+  for (int64_t i = 0; i < e; ++i) total += count[i];
+  double mean = double(total) / double(e);
+  float* b = bias.f32();
+  for (int64_t i = 0; i < e; ++i) {
+    double load = double(count[i]);
+    // An overloaded expert's bias falls, an idle one's rises (DeepSeek-V3, section 2.1.2).
+    if (load < mean) b[i] += rate;
+    if (load > mean) b[i] -= rate;
   }
 }
 

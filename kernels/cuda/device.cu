@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <cstring>
 
 namespace sigma {
 namespace {
@@ -121,6 +122,11 @@ void zero(void* data, size_t bytes) {
 void copy(Tensor dst, Tensor src) {
   SIGMA_CHECK(dst.bytes() == src.bytes(), "copy of {} bytes into {}", src.bytes(), dst.bytes());
   if (src.bytes() == 0) return;
+  // Host to host needs no GPU (CPU runs in a CUDA build, on machines without one).
+  if (dst.device == Device::kCpu && src.device == Device::kCpu) {
+    if (dst.data != src.data) std::memcpy(dst.data, src.data, src.bytes());
+    return;
+  }
   SIGMA_CUDA_CHECK(
       cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDefault, cuda::stream()));
   if (dst.device == Device::kCpu) SIGMA_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));

@@ -8,7 +8,7 @@ void Dispatcher::layout_acts(Arena& arena, const std::string& category) {
   int64_t rows = tokens_ * max_top_k_;
   row_of_buf_ = arena.take({rows}, DType::kI32, category);
   tokens_per_expert_E_ = arena.take({config_.moe.n_experts}, DType::kI32, category);
-  x_buf_ = arena.take({rows, config_.d_model}, DType::kF32, category);
+  x_buf_ = arena.take({rows, config_.d_model}, activation_dtype(arena.device()), category);
 }
 
 void Dispatcher::dispatch(Tensor h_ND, Tensor experts_NK) {
@@ -16,9 +16,6 @@ void Dispatcher::dispatch(Tensor h_ND, Tensor experts_NK) {
   Tensor row_of = row_of_buf_.slice_rows(0, tokens_ * top_k_).view(experts_NK.shape);
   ops::moe_routing_map(row_of, tokens_per_expert_E_, experts_NK);
   ops::moe_permute_forward(x_RD(), h_ND, row_of);
-  // The grouped matmuls need the counts on the host (as Megatron-Core's do).
-  const int32_t* counts = tokens_per_expert_E_.i32();
-  counts_.assign(counts, counts + config_.moe.n_experts);
 }
 
 void Dispatcher::combine(Tensor out_ND, Tensor y_RD, Tensor probs_NK) {

@@ -3,15 +3,14 @@
 // probs (combine), with the backward of both. Megatron-Core's token dispatcher, on one rank.
 //
 // Shape legend: N tokens, D d_model, E experts, K the active top-k, R = N * K permuted rows.
-// Dropless: every assignment gets a row, so buffers hold N * (largest top-k) rows.
+// Dropless: every assignment gets a row, so buffers hold N * (largest top-k) rows. The
+// routing map and the counts are made on the device: nothing here waits for it.
 // Leaves out: expert parallelism (the all-to-all of the EP issue replaces dispatch/combine
 // behind this interface), capacity factors and dropping.
 #pragma once
 
 #include "core/tensor/arena.h"
 #include "models/config.h"
-
-#include <vector>
 
 namespace sigma {
 
@@ -34,9 +33,9 @@ class Dispatcher {
 
   // The permuted tokens of the last dispatch, [R, D].
   Tensor x_RD() const { return rows(x_buf_); }
-  // Tokens per expert of the last dispatch, on the host (the experts' grouped matmuls and the
-  // balancing losses read them).
-  const std::vector<int64_t>& tokens_per_expert() const { return counts_; }
+  // Tokens per expert of the last dispatch, i32 [E] on the device (the experts' grouped
+  // matmuls and the balancing losses read them there).
+  Tensor tokens_per_expert() const { return tokens_per_expert_E_; }
   int64_t top_k() const { return top_k_; }
   // The first R rows of a [N * max_top_k, C] buffer.
   Tensor rows(Tensor buffer) const { return buffer.slice_rows(0, tokens_ * top_k_); }
@@ -45,7 +44,6 @@ class Dispatcher {
   const ModelConfig& config_;
   int64_t tokens_, max_top_k_, top_k_ = 1;
   Tensor row_of_buf_, tokens_per_expert_E_, x_buf_;
-  std::vector<int64_t> counts_;
 };
 
 }  // namespace sigma

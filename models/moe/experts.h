@@ -3,16 +3,14 @@
 // Hugging Face's Qwen3-MoE layout (DESIGN.md, Contracts).
 //
 // Shape legend: R permuted rows (grouped by expert, counts from the dispatcher), D d_model,
-// F d_expert. The CPU "grouped GEMM" is a loop over experts, each an ordinary matmul on its
-// row slice and its slice of the stacked weights; an expert with no rows is skipped.
-// Leaves out: a fused grouped-GEMM kernel (the CUDA issue) and expert-parallel sharding.
+// F d_expert. Each projection is one ops::grouped_matmul over all experts, which reads the
+// counts on the device (Megatron-Core's GroupedMLP), so no host synchronisation is needed.
+// Leaves out: expert-parallel sharding.
 #pragma once
 
 #include "core/tensor/arena.h"
 #include "models/config.h"
 #include "models/parameters.h"
-
-#include <vector>
 
 namespace sigma {
 
@@ -28,10 +26,10 @@ class Experts {
   void layout_acts(Arena& arena, const std::string& category);
   static ExpertGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t max_rows);
 
-  // y_RD = experts(x_RD), rows grouped by `counts` [E].
-  void forward(Tensor y_RD, Tensor x_RD, const std::vector<int64_t>& counts);
+  // y_RD = experts(x_RD), rows grouped by tokens_per_expert_E (i32 [E] on the device).
+  void forward(Tensor y_RD, Tensor x_RD, Tensor tokens_per_expert_E);
   // d_x_RD (overwrite) from d_y_RD; the stacked weights' gradients accumulate.
-  void backward(Tensor d_x_RD, Tensor d_y_RD, Tensor x_RD, const std::vector<int64_t>& counts,
+  void backward(Tensor d_x_RD, Tensor d_y_RD, Tensor x_RD, Tensor tokens_per_expert_E,
                 const ExpertGrads& scratch);
 
   // The output buffer, [N * max top-k, D]; forward's y_RD is a prefix of it.

@@ -1,11 +1,23 @@
 #include "models/moe/moe_layer.h"
 
+#include "kernels/device.h"
 #include "kernels/ops.h"
 
 #include <algorithm>
 #include <numeric>
 
 namespace sigma {
+
+namespace {
+
+// A host tensor over `data` with t's shape and dtype, for copies to and from t.
+Tensor host_view(Tensor t, void* data) {
+  t.data = data;
+  t.device = Device::kCpu;
+  return t;
+}
+
+}  // namespace
 
 LoadBalance load_balance(const std::vector<int64_t>& counts) {
   double mean = double(std::accumulate(counts.begin(), counts.end(), int64_t(0))) /
@@ -27,7 +39,6 @@ MoeLayer::MoeLayer(const ModelConfig& config, int64_t tokens, int64_t layer)
       experts_(config, tokens * config.moe.max_top_k(layer)) {
   if (config.moe.n_shared_experts > 0) shared_.emplace(config, tokens, config.moe.shared_width());
   set_phase(config.moe.num_phases() - 1);
-  reset_step_stats();
 }
 
 void MoeLayer::bind_params(ParameterSet& params, const std::string& prefix) {
@@ -42,8 +53,13 @@ void MoeLayer::layout_acts(Arena& arena, const std::string& category) {
   experts_.layout_acts(arena, category);
   if (shared_) {
     shared_->layout_acts(arena, category);
-    shared_out_ND_ = arena.take({tokens_, config_.d_model}, DType::kF32, category);
+    shared_out_ND_ = arena.take({tokens_, config_.d_model}, activation_dtype(arena.device()),
+                                category);
   }
+  int64_t e = config_.moe.n_experts;
+  global_counts_E_ = arena.take({e}, DType::kI32, category);
+  step_counts_E_ = arena.take({e}, DType::kI32, category);
+  step_losses_L_ = arena.take({ops::kRouterLosses}, DType::kF32, category);
 }
 
 MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens) {
@@ -52,13 +68,14 @@ MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t
     max_k = std::max(max_k, config.moe.max_top_k(l));
   int64_t rows = tokens * max_k, d = config.d_model;
   const std::string scratch = "gradient scratch";
+  const DType act = activation_dtype(arena.device());
   MoeGrads g;
   g.router = Router::layout_grads(arena, config, tokens);
   g.experts = Experts::layout_grads(arena, config, rows);
-  g.d_x_buf = arena.take({rows, d}, DType::kF32, scratch);
-  g.d_y_buf = arena.take({rows, d}, DType::kF32, scratch);
+  g.d_x_buf = arena.take({rows, d}, act, scratch);
+  g.d_y_buf = arena.take({rows, d}, act, scratch);
   g.d_probs_buf = arena.take({rows}, DType::kF32, scratch);
-  g.d_tmp_ND = arena.take({tokens, d}, DType::kF32, scratch);
+  g.d_tmp_ND = arena.take({tokens, d}, act, scratch);
   if (config.moe.n_shared_experts > 0)
     g.shared = Mlp::layout_grads(arena, config, tokens, config.moe.shared_width());
   return g;
@@ -71,32 +88,29 @@ void MoeLayer::set_phase(int64_t phase) {
 void MoeLayer::forward(Tensor out_ND, Tensor h_ND) {
   router_.forward(h_ND);
   dispatcher_.dispatch(h_ND, router_.experts_NK());
-  const std::vector<int64_t>& counts = dispatcher_.tokens_per_expert();
+  Tensor counts_E = dispatcher_.tokens_per_expert();
   Tensor y_RD = dispatcher_.rows(experts_.out_buffer());
-  experts_.forward(y_RD, dispatcher_.x_RD(), counts);
+  experts_.forward(y_RD, dispatcher_.x_RD(), counts_E);
   dispatcher_.combine(out_ND, y_RD, router_.probs_NK());
   if (shared_) {
     shared_->forward(shared_out_ND_, h_ND);
     ops::add(out_ND, out_ND, shared_out_ND_);
   }
-  bool global = config_.moe.lbl_scope == LblScope::kGlobalBatch && !global_counts_.empty();
-  last_ = router_.balance(global ? global_counts_ : counts);
-  for (size_t i = 0; i < counts.size(); ++i) stats_.counts[i] += counts[i];
-  stats_.lbl_sum += last_.lbl;
-  stats_.entropy_sum += last_.entropy;
-  stats_.aux_sum += last_.aux;
-  stats_.forwards += 1;
+  bool global = config_.moe.lbl_scope == LblScope::kGlobalBatch && use_global_counts_;
+  router_.balance(global ? global_counts_E_ : counts_E);
+  ops::moe_counts_accumulate(step_counts_E_, counts_E);
+  ops::add(step_losses_L_, step_losses_L_, router_.losses_L());
+  forwards_ += 1;
 }
 
 void MoeLayer::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MoeGrads& g,
                         float aux_scale) {
-  const std::vector<int64_t>& counts = dispatcher_.tokens_per_expert();
   Tensor probs = router_.probs_NK();
   Tensor d_probs = g.d_probs_buf.slice_rows(0, probs.numel()).view(probs.shape);
   Tensor d_y = dispatcher_.rows(g.d_y_buf), d_x = dispatcher_.rows(g.d_x_buf);
   dispatcher_.combine_backward(d_y, d_probs, d_out_ND, dispatcher_.rows(experts_.out_buffer()),
                                probs);
-  experts_.backward(d_x, d_y, dispatcher_.x_RD(), counts, g.experts);
+  experts_.backward(d_x, d_y, dispatcher_.x_RD(), dispatcher_.tokens_per_expert(), g.experts);
   dispatcher_.dispatch_backward(d_h_ND, d_x);
   router_.backward(g.d_tmp_ND, d_probs, h_ND, aux_scale, g.router);
   ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
@@ -106,9 +120,35 @@ void MoeLayer::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MoeGr
   }
 }
 
+void MoeLayer::set_global_counts(const std::vector<int64_t>& counts) {
+  use_global_counts_ = !counts.empty();
+  if (!use_global_counts_) return;
+  SIGMA_CHECK(int64_t(counts.size()) == config_.moe.n_experts, "{} global counts for {} experts",
+              counts.size(), config_.moe.n_experts);
+  std::vector<int32_t> host(counts.begin(), counts.end());
+  device::copy(global_counts_E_, host_view(global_counts_E_, host.data()));
+}
+
 void MoeLayer::reset_step_stats() {
-  stats_ = {};
-  stats_.counts.assign(size_t(config_.moe.n_experts), 0);
+  forwards_ = 0;
+  std::vector<int32_t> zero_counts(size_t(config_.moe.n_experts), 0);
+  std::vector<float> zero_losses(size_t(ops::kRouterLosses), 0.0f);
+  device::copy(step_counts_E_, host_view(step_counts_E_, zero_counts.data()));
+  device::copy(step_losses_L_, host_view(step_losses_L_, zero_losses.data()));
+}
+
+MoeStepStats MoeLayer::step_stats() const {
+  std::vector<int32_t> counts(size_t(config_.moe.n_experts));
+  std::vector<float> losses(size_t(ops::kRouterLosses));
+  device::copy(host_view(step_counts_E_, counts.data()), step_counts_E_);
+  device::copy(host_view(step_losses_L_, losses.data()), step_losses_L_);
+  MoeStepStats stats;
+  stats.counts.assign(counts.begin(), counts.end());
+  stats.lbl_sum = losses[ops::kLossLbl];
+  stats.entropy_sum = losses[ops::kLossEntropy];
+  stats.aux_sum = losses[ops::kLossAux];
+  stats.forwards = forwards_;
+  return stats;
 }
 
 }  // namespace sigma

@@ -2,14 +2,17 @@
 // optional shared experts, behind the same interface as Mlp (bind_params, layout_acts,
 // forward, backward). Sigma-MoE-Tiny (SIGMA-FAMILY.md section 2); models/moe/README.md.
 //
-// Shape legend: N tokens, D d_model, E experts, K the active top-k, R = N * K rows.
+// Shape legend: N tokens, D d_model, E experts, K the active top-k, R = N * K rows, L the
+// ops::kRouterLosses balancing values.
 //   probs_NK, experts_NK = router(h_ND)
 //   x_RD = permute(h_ND);  y_RD = experts(x_RD);  out_ND = combine(y_RD, probs_NK)
 //   out_ND += shared_expert(h_ND)                        when n_shared_experts > 0
 // The balancing losses of each forward are kept (aux_loss()) and their gradients added in
 // backward, scaled like the language-model loss of the same micro-batch.
 // Per-step statistics (token counts, LBL, entropy) accumulate over forwards until
-// reset_step_stats(): the balance metrics and the expert-bias update read them.
+// reset_step_stats(): the balance metrics and the expert-bias update read them. All of it
+// stays on the device; forward and backward never wait for it. The host reads values only
+// through aux_loss(), balance() and step_stats(), each a copy (and a synchronisation).
 #pragma once
 
 #include "models/mlp.h"
@@ -31,7 +34,7 @@ struct MoeGrads {
   std::optional<MlpGrads> shared;
 };
 
-// What the forwards since the last reset_step_stats() saw.
+// What the forwards since the last reset_step_stats() saw, on the host.
 struct MoeStepStats {
   std::vector<int64_t> counts;  // tokens per expert, summed
   double lbl_sum = 0, entropy_sum = 0, aux_sum = 0;
@@ -65,18 +68,20 @@ class MoeLayer {
   void backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MoeGrads& scratch,
                 float aux_scale);
 
-  // The last forward's coefficient-weighted balancing loss.
-  double aux_loss() const { return last_.aux; }
-  const RouterBalance& balance() const { return last_; }
+  // The last forward's coefficient-weighted balancing loss (copied from the device).
+  double aux_loss() const { return router_.balance_values().aux; }
+  RouterBalance balance() const { return router_.balance_values(); }
 
   // f_i of the LBL from these counts (the step's, summed over micro-batches and ranks)
-  // instead of the micro-batch's own; an empty vector returns to the micro-batch's.
-  void set_global_counts(std::vector<int64_t> counts) { global_counts_ = std::move(counts); }
+  // instead of the micro-batch's own; an empty vector returns to the micro-batch's. Copied to
+  // the device once, before the step's passes.
+  void set_global_counts(const std::vector<int64_t>& counts);
 
   void reset_step_stats();
-  const MoeStepStats& step_stats() const { return stats_; }
-  // The aux-loss-free bias update from the step's counts (no-op when disabled).
-  void update_bias() { router_.update_bias(stats_.counts); }
+  // Copied from the device: read it at logging time, not inside a step.
+  MoeStepStats step_stats() const;
+  // The aux-loss-free bias update from the step's counts (no-op when disabled), on the device.
+  void update_bias() { router_.update_bias(step_counts_E_); }
   Tensor bias() const { return router_.bias(); }
   Tensor experts_NK() const { return router_.experts_NK(); }
 
@@ -88,9 +93,11 @@ class MoeLayer {
   Experts experts_;
   std::optional<Mlp> shared_;
   Tensor shared_out_ND_;
-  std::vector<int64_t> global_counts_;
-  RouterBalance last_;
-  MoeStepStats stats_;
+  bool use_global_counts_ = false;
+  // The step's counts for global-batch LBL, and the running step statistics: tokens per
+  // expert and the sums of each forward's balancing values (ops.h's order), i32 / f32.
+  Tensor global_counts_E_, step_counts_E_, step_losses_L_;
+  int64_t forwards_ = 0;
 };
 
 }  // namespace sigma

@@ -1,0 +1,29 @@
+# Generates the wgmma wrappers of attention_wgmma.cuh (one asm statement per shape): register A
+# with an MN-major B (P V, dS K, P^T dO, dS^T Q) at N = 32 and 64, and shared-memory A and B,
+# both K-major (Q K^T, dO V^T and their transposes) at N = 64.
+out = []
+def acc_constraints(n):
+    return ", ".join(f'"+f"(acc[{i//4}][{i%4}])' for i in range(n // 2))
+for kind, n, trans in (("rs", 32, 1), ("rs", 64, 1), ("ss", 64, 0)):
+    nacc = n // 2
+    regs = ", ".join(f"%{i}" for i in range(nacc))
+    if kind == "rs":
+        a = "{" + ", ".join(f"%{nacc + i}" for i in range(4)) + "}"
+        operands = f"{a}, %{nacc + 4}"
+        pred = nacc + 5
+        inputs = '"r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(1)'
+        tail = f"p, 1, 1, {trans}"
+        sig = f"template <>\n__device__ __forceinline__ void Wgmma<{n}, {trans}>::rs(float (*acc)[4], const uint32_t (&a)[4], uint64_t desc_b) {{"
+    else:
+        operands = f"%{nacc}, %{nacc + 1}"
+        pred = nacc + 2
+        inputs = '"l"(desc_a), "l"(desc_b), "r"(1)'
+        tail = f"p, 1, 1, 0, {trans}"
+        sig = f"template <>\n__device__ __forceinline__ void Wgmma<{n}, {trans}>::ss(float (*acc)[4], uint64_t desc_a, uint64_t desc_b) {{"
+    body = (f'  asm volatile(\n      "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{pred}, 0;\\n"\n'
+            f'      "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 {{{regs}}}, "\n'
+            f'      "{operands}, {tail};\\n}}\\n"\n'
+            f'      : {acc_constraints(n)}\n'
+            f'      : {inputs});\n}}')
+    out.append(sig + "\n" + body)
+print("\n\n".join(out))

@@ -1,0 +1,29 @@
+"""PyTorch SDPA on the three DiffQKV bench shapes, timed and counted the way
+../../../shared/bench/kernels_peer.py does (K and V repeated to the query heads, causal,
+medians of triton's do_bench; fwd+bwd counted as 3.5x the causal forward FLOPs), so the CUDA
+kernels' figures can be set beside the peer's measured in the same GPU call."""
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+SHAPES = [(4, 4096, 32, 4, 16, 64), (4, 4096, 16, 4, 4, 96), (2, 8192, 32, 4, 16, 128)]
+
+for batch, seq, n_q, n_k, n_v, d in SHAPES:
+    make = lambda heads: torch.randn(batch, heads, seq, d, device="cuda", dtype=torch.bfloat16,
+                                     requires_grad=True)
+    q, k, v = make(n_q), make(n_k), make(n_v)
+    grad = torch.randn(batch, n_q, seq, d, device="cuda", dtype=torch.bfloat16)
+
+    def forward():
+        return F.scaled_dot_product_attention(q, k.repeat_interleave(n_q // n_k, 1),
+                                              v.repeat_interleave(n_q // n_v, 1), is_causal=True)
+
+    def forward_backward():
+        forward().backward(grad)
+
+    fwd_ms = do_bench(forward, return_mode="median")
+    fb_ms = do_bench(forward_backward, return_mode="median")
+    flops = 4 * batch * n_q * seq * seq * d / 2
+    print(f"SDPA B{batch} T{seq} {n_q}/{n_k}/{n_v} d{d}: fwd {fwd_ms:.3f} ms "
+          f"{flops / fwd_ms / 1e9:.1f} TFLOP/s, fwd+bwd {fb_ms:.3f} ms "
+          f"{3.5 * flops / fb_ms / 1e9:.1f} TFLOP/s", flush=True)

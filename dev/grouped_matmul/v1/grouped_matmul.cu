@@ -1,0 +1,492 @@
+// Grouped matmul over experts on Hopper: one persistent, warp-specialised wgmma kernel per
+// pass, which finds its tiles from tokens_per_expert on the device (no host synchronisation).
+//
+// The three passes are one GEMM template, C [M, N] = A [M, K] B [K, N] per expert:
+//   forward      out_e   [rows, O] = inp_e [rows, I]  W_e^T      A K-major, B K-major
+//   input grad   d_inp_e [rows, I] = d_out_e [rows, O] W_e        A K-major, B N-major
+//   weight grad  dW_e    [O, I]   += d_out_e^T        inp_e       A M-major, B N-major (K = rows)
+// wgmma reads either major-ness from shared memory, so no operand is ever transposed in memory.
+//
+// A CTA is 3 warpgroups: warpgroup 0 loads 128 x 64 and 256 x 64 tiles with TMA into a ring of
+// kStages shared-memory stages (mbarriers "full" and "empty" hand them over); warpgroups 1 and
+// 2 each multiply 64 rows of the 128 x 256 output tile (wgmma m64n256k16, fp32 accumulators
+// in registers) and write it out. The grid is one CTA per SM; CTA b takes tiles b, b + grid, ...
+// of one list ordered expert by expert, so tiles running together share their expert's weight
+// (and their input rows) in L2. Every output element is summed by one thread in a fixed order:
+// the results are deterministic.
+//
+// Row tiles (forward, input grad) start at each expert's first row, so a tile never mixes
+// experts; its rows past the expert's end are computed from whatever rows follow and are not
+// stored, and a warpgroup whose 64 rows are all past the end skips its MMAs. The weight
+// gradient reduces over an expert's rows in blocks of 64: rows of the last block past the
+// expert's end are zeroed in shared memory before the MMA. Experts with no rows get no tiles,
+// so their weight gradient is left untouched. TMA reads outside a tensor as zeros, so O and I
+// need not be multiples of the tile, only of 8 (TMA rows are multiples of 16 bytes).
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/grouped_matmul_sm90.cuh"
+#include "kernels/cuda/runtime.h"
+
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <initializer_list>
+
+namespace sigma::cuda {
+namespace {
+
+enum class Pass { kForward, kInputGrad, kWeightGrad };
+
+constexpr int kTileM = 128;  // 2 consumer warpgroups x 64 rows
+constexpr int kTileN = 256;  // one m64n256k16 wgmma per warpgroup and 16-wide K step
+constexpr int kTileK = 64;   // 64 bf16 = 128 bytes: one row of the 128B swizzle
+constexpr int kStages = 4;
+constexpr int kThreads = 384;
+constexpr int kConsumerWarps = 8;
+constexpr int kMaxExperts = 1024;
+constexpr int kTileABytes = kTileM * kTileK * 2;   // 16 KB
+constexpr int kTileBBytes = kTileN * kTileK * 2;   // 32 KB
+constexpr int kBoxBytes = 64 * kTileK * 2;         // 8 KB: a 64 x 64 box, one swizzle column
+constexpr int kStageBytes = kTileABytes + kTileBBytes;
+
+struct Problem {
+  const int32_t* tokens_per_expert;
+  int experts;
+  int rows;     // R
+  int m, n, k;  // the fixed extents: forward n = O, k = I; input grad n = I, k = O;
+                // weight grad m = O, n = I (k is each expert's rows)
+  void* out;    // bf16 [R, n] (forward, input grad) or f32 [E, m, n] (weight grad)
+};
+
+// What one tile covers. Forward and input grad: output rows [row0, row0 + 128) clipped to
+// row_end, columns [n0, n0 + 256). Weight grad: output [m0, m0 + 128) x [n0, n0 + 256) of
+// expert `expert`, summed over its rows [row0, row_end).
+struct Tile {
+  int expert, row0, row_end, m0, n0, k_blocks;
+};
+
+// The per-CTA view of tokens_per_expert, in shared memory: row_begin[e] (prefix sums of the
+// counts) and unit_begin[e] (prefix sums of each expert's work units: 128-row tiles, or one
+// unit per expert with rows for the weight grad).
+struct Schedule {
+  const int* count;
+  const int* row_begin;
+  const int* unit_begin;
+  int tiles_per_unit, n_tiles, total;
+
+  template <Pass kPass>
+  __device__ Tile locate(int t, const Problem& p) const {
+    int unit = t / tiles_per_unit, sub = t % tiles_per_unit;
+    int lo = 0, hi = p.experts;  // unit_begin[lo] <= unit < unit_begin[hi]
+    while (hi - lo > 1) {
+      int mid = (lo + hi) / 2;
+      if (unit_begin[mid] <= unit) lo = mid; else hi = mid;
+    }
+    Tile tile;
+    tile.expert = lo;
+    tile.row_end = min(row_begin[lo] + count[lo], p.rows);
+    if (kPass == Pass::kWeightGrad) {
+      tile.row0 = row_begin[lo];
+      tile.m0 = sub / n_tiles * kTileM;
+      tile.n0 = sub % n_tiles * kTileN;
+      tile.k_blocks = max(0, tile.row_end - tile.row0 + kTileK - 1) / kTileK;
+    } else {
+      tile.row0 = row_begin[lo] + (unit - unit_begin[lo]) * kTileM;
+      tile.m0 = 0;
+      tile.n0 = sub * kTileN;
+      tile.k_blocks = (p.k + kTileK - 1) / kTileK;
+    }
+    return tile;
+  }
+};
+
+// Shared memory: kStages A tiles, kStages B tiles (1024-byte aligned for the swizzle), the
+// barriers, then the expert tables.
+struct SharedLayout {
+  uint8_t* a;
+  uint8_t* b;
+  uint64_t* full;
+  uint64_t* empty;
+  int* count;
+  int* row_begin;
+  int* unit_begin;
+
+  static size_t bytes(int experts) {
+    return 1024 + size_t(kStages) * kStageBytes + 2 * kStages * sizeof(uint64_t) +
+           (3 * size_t(experts) + 2) * sizeof(int);
+  }
+  __device__ explicit SharedLayout(uint8_t* raw, int experts) {
+    uintptr_t base = (reinterpret_cast<uintptr_t>(raw) + 1023) & ~uintptr_t(1023);
+    a = reinterpret_cast<uint8_t*>(base);
+    b = a + kStages * kTileABytes;
+    full = reinterpret_cast<uint64_t*>(b + kStages * kTileBBytes);
+    empty = full + kStages;
+    count = reinterpret_cast<int*>(empty + kStages);
+    row_begin = count + experts;
+    unit_begin = row_begin + experts + 1;
+  }
+};
+
+// Reads the counts and builds the prefix sums (warp 0, 32 experts at a time).
+template <Pass kPass>
+__device__ Schedule build_schedule(const SharedLayout& s, const Problem& p) {
+  for (int e = threadIdx.x; e < p.experts; e += blockDim.x)
+    s.count[e] = max(p.tokens_per_expert[e], 0);  // a negative count (bad data) reads as empty
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    int row_carry = 0, unit_carry = 0;
+    for (int base = 0; base < p.experts; base += 32) {
+      int e = base + lane;
+      int rows = e < p.experts ? s.count[e] : 0;
+      int units = kPass == Pass::kWeightGrad ? int(rows > 0) : (rows + kTileM - 1) / kTileM;
+      int rows_incl = rows, units_incl = units;
+#pragma unroll
+      for (int d = 1; d < 32; d *= 2) {
+        int r = __shfl_up_sync(0xffffffffu, rows_incl, d);
+        int u = __shfl_up_sync(0xffffffffu, units_incl, d);
+        if (lane >= d) rows_incl += r, units_incl += u;
+      }
+      if (e < p.experts) {
+        s.row_begin[e] = row_carry + rows_incl - rows;
+        s.unit_begin[e] = unit_carry + units_incl - units;
+      }
+      row_carry += __shfl_sync(0xffffffffu, rows_incl, 31);
+      unit_carry += __shfl_sync(0xffffffffu, units_incl, 31);
+    }
+    if (lane == 0) {
+      s.row_begin[p.experts] = row_carry;
+      s.unit_begin[p.experts] = unit_carry;
+    }
+  }
+  __syncthreads();
+  Schedule sched;
+  sched.count = s.count;
+  sched.row_begin = s.row_begin;
+  sched.unit_begin = s.unit_begin;
+  int m_tiles = (p.m + kTileM - 1) / kTileM;
+  sched.n_tiles = (p.n + kTileN - 1) / kTileN;
+  sched.tiles_per_unit = kPass == Pass::kWeightGrad ? m_tiles * sched.n_tiles : sched.n_tiles;
+  sched.total = s.unit_begin[p.experts] * sched.tiles_per_unit;
+  return sched;
+}
+
+// Warp 0 of warpgroup 0: fills the stages with TMA copies, tile after tile. For the weight
+// grad the whole warp also pulls the tile's fp32 gradient into L2, so the read-add-write at
+// the end of the tile does not wait on DRAM.
+template <Pass kPass>
+__device__ void produce(const CUtensorMap* map_a, const CUtensorMap* map_b, const SharedLayout& s,
+                        const Schedule& sched, const Problem& p) {
+  const int lane = threadIdx.x % 32;
+  int stage = 0;
+  uint32_t phase = 0;
+  for (int t = blockIdx.x; t < sched.total; t += gridDim.x) {
+    const Tile tile = sched.locate<kPass>(t, p);
+    if (kPass == Pass::kWeightGrad && tile.k_blocks > 0) {
+      const float* dw = static_cast<const float*>(p.out) + int64_t(tile.expert) * p.m * p.n;
+      uint32_t bytes = uint32_t(min(kTileN, p.n - tile.n0)) * 4;
+      for (int m = tile.m0 + lane; m < min(tile.m0 + kTileM, p.m); m += 32)
+        sm90::prefetch_l2(dw + int64_t(m) * p.n + tile.n0, bytes);
+    }
+    if (lane == 0) {
+      for (int kb = 0; kb < tile.k_blocks; ++kb) {
+        sm90::mbarrier_wait(&s.empty[stage], phase ^ 1);
+        sm90::mbarrier_arrive_expect_tx(&s.full[stage], kStageBytes);
+        uint8_t* a = s.a + stage * kTileABytes;
+        uint8_t* b = s.b + stage * kTileBBytes;
+        uint64_t* bar = &s.full[stage];
+        const int k0 = kb * kTileK;
+        if (kPass == Pass::kForward) {
+          sm90::tma_load_2d(a, map_a, bar, k0, tile.row0);             // inp [R, I]
+          sm90::tma_load_3d(b, map_b, bar, k0, tile.n0, tile.expert);  // W [E, O, I]
+        } else if (kPass == Pass::kInputGrad) {
+          sm90::tma_load_2d(a, map_a, bar, k0, tile.row0);  // d_out [R, O]
+          for (int q = 0; q < kTileN / 64; ++q)             // W [E, O, I], read N-major
+            sm90::tma_load_3d(b + q * kBoxBytes, map_b, bar, tile.n0 + 64 * q, k0, tile.expert);
+        } else {
+          const int row = tile.row0 + k0;
+          for (int q = 0; q < kTileM / 64; ++q)  // d_out [R, O], read M-major
+            sm90::tma_load_2d(a + q * kBoxBytes, map_a, bar, tile.m0 + 64 * q, row);
+          for (int q = 0; q < kTileN / 64; ++q)  // inp [R, I], read N-major
+            sm90::tma_load_2d(b + q * kBoxBytes, map_b, bar, tile.n0 + 64 * q, row);
+        }
+        if (++stage == kStages) stage = 0, phase ^= 1;
+      }
+    }
+    __syncwarp();
+  }
+}
+
+// Weight grad: rows of the last K block past the expert's end belong to other experts (or lie
+// past R); zero them in both operands so they add nothing (not even NaN times zero).
+__device__ void zero_rows_past_end(uint8_t* a, uint8_t* b, int valid_rows, int consumer_thread) {
+  const int rows = kTileK - valid_rows, chunks = rows * 8;  // 16-byte chunks per box
+  constexpr int kBoxes = kTileM / 64 + kTileN / 64;
+  for (int i = consumer_thread; i < kBoxes * chunks; i += 256) {
+    int box = i / chunks, r = valid_rows + i % chunks / 8, c = i % 8;
+    uint8_t* base = box < kTileM / 64 ? a + box * kBoxBytes : b + (box - kTileM / 64) * kBoxBytes;
+    // The swizzle permutes chunks within a 128-byte row, so whole rows stay whole rows.
+    *reinterpret_cast<uint4*>(base + r * 128 + c * 16) = make_uint4(0, 0, 0, 0);
+  }
+  sm90::fence_async_shared();
+  sm90::named_barrier(1, 256);
+}
+
+// bf16 output rows of this warpgroup, clipped to the expert's rows and to n.
+__device__ void store_rows(const float (&acc)[128], const Tile& tile, const Problem& p, int wg,
+                           int thread) {
+  auto* out = static_cast<__nv_bfloat16*>(p.out);
+  const int row = tile.row0 + 64 * wg + 16 * (thread / 32) + thread % 32 / 4;
+  const int col = tile.n0 + 2 * (thread % 4);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (row + 8 * h >= tile.row_end) continue;
+    __nv_bfloat16* dst = out + int64_t(row + 8 * h) * p.n;
+#pragma unroll
+    for (int j = 0; j < 32; ++j)
+      if (col + 8 * j < p.n)
+        *reinterpret_cast<__nv_bfloat162*>(dst + col + 8 * j) =
+            __floats2bfloat162_rn(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+  }
+}
+
+// dW_e[m, n] += acc, fp32 read-add-write (each element owned by this thread alone).
+__device__ void accumulate_weight_grad(const float (&acc)[128], const Tile& tile, const Problem& p,
+                                       int wg, int thread) {
+  float* dw = static_cast<float*>(p.out) + int64_t(tile.expert) * p.m * p.n;
+  const int row = tile.m0 + 64 * wg + 16 * (thread / 32) + thread % 32 / 4;
+  const int col = tile.n0 + 2 * (thread % 4);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (row + 8 * h >= p.m) continue;
+    float* dst = dw + int64_t(row + 8 * h) * p.n;
+#pragma unroll
+    for (int j0 = 0; j0 < 32; j0 += 8) {  // 8 loads in flight before the first add
+      float2 old[8];
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        int c = col + 8 * (j0 + j);
+        old[j] = c < p.n ? *reinterpret_cast<const float2*>(dst + c) : make_float2(0.f, 0.f);
+      }
+#pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        int c = col + 8 * (j0 + j);
+        if (c < p.n)
+          *reinterpret_cast<float2*>(dst + c) = make_float2(old[j].x + acc[4 * (j0 + j) + 2 * h],
+                                                            old[j].y + acc[4 * (j0 + j) + 2 * h + 1]);
+      }
+    }
+  }
+}
+
+// The consumers' walk through the stage ring, one K block at a time.
+struct Ring {
+  int stage = 0;
+  uint32_t phase = 0;
+  __device__ void advance() {
+    if (++stage == kStages) stage = 0, phase ^= 1;
+  }
+};
+
+// One warp's share of handing a stage back to the producer (the empty barrier counts warps).
+__device__ void release(const SharedLayout& s, int stage) {
+  __syncwarp();
+  if (threadIdx.x % 32 == 0) sm90::mbarrier_arrive(&s.empty[stage]);
+}
+
+// One tile's K loop for warpgroup wg: wgmma on each stage as it fills, one group kept in
+// flight, each stage released once its MMAs are done. The accumulators live only in here, so
+// the compiler sees no wgmma result crossing a branch (it would serialise them: ptxas C7518).
+template <Pass kPass>
+__device__ void multiply_tile(const SharedLayout& s, const Tile& tile, const Problem& p, int wg,
+                              Ring& ring) {
+  constexpr int kTransA = kPass == Pass::kWeightGrad ? 1 : 0;
+  constexpr int kTransB = kPass == Pass::kForward ? 0 : 1;
+  // Descriptor steps per 16-wide K step (>> 4 already): K-major moves 32 bytes along the row,
+  // MN-major 16 rows of 128 bytes. MN-major B spans 4 boxes of 64 columns, kBoxBytes apart.
+  constexpr uint32_t kStepA = kTransA ? 2048 >> 4 : 32 >> 4;
+  constexpr uint32_t kStepB = kTransB ? 2048 >> 4 : 32 >> 4;
+  float acc[128];
+  int previous = -1;
+  for (int kb = 0; kb < tile.k_blocks; ++kb) {
+    sm90::mbarrier_wait(&s.full[ring.stage], ring.phase);
+    uint8_t* a = s.a + ring.stage * kTileABytes;
+    uint8_t* b = s.b + ring.stage * kTileBBytes;
+    if (kPass == Pass::kWeightGrad) {
+      int valid = tile.row_end - tile.row0 - kb * kTileK;
+      if (valid < kTileK) zero_rows_past_end(a, b, valid, threadIdx.x - 128);
+    }
+    uint64_t desc_a = sm90::matrix_descriptor(sm90::smem_address(a + wg * kBoxBytes), kBoxBytes, 1024);
+    uint64_t desc_b = sm90::matrix_descriptor(sm90::smem_address(b), kBoxBytes, 1024);
+    sm90::fence_accumulators(acc);
+    sm90::wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < kTileK / 16; ++kk)
+      sm90::wgmma_m64n256k16<kTransA, kTransB>(acc, desc_a + kk * kStepA, desc_b + kk * kStepB,
+                                               kb > 0 || kk > 0);
+    sm90::wgmma_commit();
+    sm90::wgmma_wait<1>();  // the previous stage's MMAs are done: hand it back
+    if (previous >= 0) release(s, previous);
+    previous = ring.stage;
+    ring.advance();
+  }
+  sm90::wgmma_wait<0>();
+  sm90::fence_accumulators(acc);
+  if (previous >= 0) release(s, previous);
+  if (tile.k_blocks == 0) return;
+  const int thread = threadIdx.x % 128;
+  if (kPass == Pass::kWeightGrad)
+    accumulate_weight_grad(acc, tile, p, wg, thread);
+  else
+    store_rows(acc, tile, p, wg, thread);
+}
+
+// Warpgroups 1 and 2 (wg 0 and 1: the 64-row halves of each tile). A warpgroup whose rows all
+// lie past the expert's end only passes the stages through.
+template <Pass kPass>
+__device__ void consume(const SharedLayout& s, const Schedule& sched, const Problem& p, int wg) {
+  Ring ring;
+  for (int t = blockIdx.x; t < sched.total; t += gridDim.x) {
+    const Tile tile = sched.locate<kPass>(t, p);
+    if constexpr (kPass == Pass::kWeightGrad) {
+      multiply_tile<kPass>(s, tile, p, wg, ring);
+      continue;
+    }
+    if (tile.row0 + 64 * wg < tile.row_end) {
+      multiply_tile<kPass>(s, tile, p, wg, ring);
+      continue;
+    }
+    for (int kb = 0; kb < tile.k_blocks; ++kb) {
+      sm90::mbarrier_wait(&s.full[ring.stage], ring.phase);
+      release(s, ring.stage);
+      ring.advance();
+    }
+  }
+}
+
+template <Pass kPass>
+__global__ void __launch_bounds__(kThreads, 1)
+    grouped_matmul_kernel(const __grid_constant__ CUtensorMap map_a,
+                          const __grid_constant__ CUtensorMap map_b, const Problem p) {
+  extern __shared__ uint8_t shared_raw[];
+  const SharedLayout s(shared_raw, p.experts);
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStages; ++i) {
+      sm90::mbarrier_init(&s.full[i], 1);  // the producer's arrive_expect_tx, plus the bytes
+      sm90::mbarrier_init(&s.empty[i], kConsumerWarps);
+    }
+    sm90::mbarrier_init_fence();
+  }
+  const Schedule sched = build_schedule<kPass>(s, p);  // synchronises the CTA
+  // Broadcast from lane 0 so the compiler sees the warpgroup index as warp-uniform; otherwise
+  // it serialises the wgmmas under any branch that depends on it (ptxas C7518).
+  const int wg = __shfl_sync(0xffffffffu, int(threadIdx.x / 128), 0);
+  if (wg == 0) {
+    sm90::shrink_registers<40>();
+    if (threadIdx.x < 32) produce<kPass>(&map_a, &map_b, s, sched, p);
+  } else {
+    sm90::grow_registers<232>();
+    consume<kPass>(s, sched, p, wg - 1);
+  }
+}
+
+PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
+  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found;
+    SIGMA_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000,
+                                                      cudaEnableDefault, &found));
+    SIGMA_CHECK(found == cudaDriverEntryPointSuccess && fn != nullptr,
+                "the CUDA driver has no cuTensorMapEncodeTiled");
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  return encode;
+}
+
+// A TMA map over a row-major bf16 tensor, dims innermost first, read in boxes of
+// 64 x box_rows (x 1) elements with the 128-byte swizzle.
+CUtensorMap tensor_map(const void* data, std::initializer_list<int64_t> dims, uint32_t box_rows) {
+  SIGMA_CHECK(reinterpret_cast<uintptr_t>(data) % 16 == 0, "grouped_matmul: unaligned tensor");
+  cuuint64_t size[3], stride[2];
+  cuuint32_t box[3] = {64, box_rows, 1}, element_stride[3] = {1, 1, 1};
+  int rank = 0;
+  cuuint64_t bytes = 2;
+  for (int64_t d : dims) {
+    if (rank > 0) stride[rank - 1] = bytes;
+    size[rank++] = cuuint64_t(d);
+    bytes *= cuuint64_t(d);
+  }
+  CUtensorMap map;
+  CUresult result = tensor_map_encoder()(
+      &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, cuuint32_t(rank), const_cast<void*>(data), size,
+      stride, box, element_stride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  SIGMA_CHECK(result == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed ({})", int(result));
+  return map;
+}
+
+template <Pass kPass>
+void launch(const CUtensorMap& a, const CUtensorMap& b, const Problem& p, int64_t max_tiles) {
+  static const bool configured = [] {
+    SIGMA_CUDA_CHECK(cudaFuncSetAttribute(grouped_matmul_kernel<kPass>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          int(SharedLayout::bytes(kMaxExperts))));
+    return true;
+  }();
+  (void)configured;
+  int grid = int(std::min<int64_t>(num_sms(), max_tiles));
+  grouped_matmul_kernel<kPass>
+      <<<grid, kThreads, SharedLayout::bytes(p.experts), stream()>>>(a, b, p);
+  SIGMA_CUDA_LAUNCHED("grouped_matmul_kernel");
+}
+
+// The limits of this kernel (dispatch.cpp has checked the shapes and dtypes).
+void check_limits(const Tensor& inp, const Tensor& weight) {
+  int64_t e = weight.size(0), o = weight.size(1), i = weight.size(2);
+  if (o % 8 != 0 || i % 8 != 0)
+    fail("grouped_matmul on CUDA needs in and out features that are multiples of 8, got {} -> {}",
+         i, o);
+  SIGMA_CHECK(e >= 1 && e <= kMaxExperts, "grouped_matmul: {} experts (1 to {} supported)", e,
+              kMaxExperts);
+  SIGMA_CHECK(inp.size(0) < (int64_t(1) << 31) && o < (1 << 30) && i < (1 << 30),
+              "grouped_matmul: {} rows of {} -> {} exceed int32 indexing", inp.size(0), i, o);
+}
+
+Problem problem(const Tensor& inp, const Tensor& weight, const Tensor& tokens_per_expert,
+                int m, int n, int k, void* out) {
+  return {static_cast<const int32_t*>(tokens_per_expert.data), int(weight.size(0)),
+          int(inp.size(0)), m, n, k, out};
+}
+
+}  // namespace
+
+void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens_per_expert) {
+  check_limits(inp, weight);
+  int64_t e = weight.size(0), o = weight.size(1), i = weight.size(2), r = inp.size(0);
+  if (r == 0) return;
+  CUtensorMap a = tensor_map(inp.data, {i, r}, kTileM);
+  CUtensorMap b = tensor_map(weight.data, {i, o, e}, kTileN);
+  launch<Pass::kForward>(a, b, problem(inp, weight, tokens_per_expert, 0, int(o), int(i), out.data),
+                         (ceil_div(r, kTileM) + e) * ceil_div(o, kTileN));
+}
+
+void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
+                             Tensor weight, Tensor tokens_per_expert) {
+  check_limits(inp, weight);
+  int64_t e = weight.size(0), o = weight.size(1), i = weight.size(2), r = inp.size(0);
+  if (r == 0) return;
+  if (d_inp.defined()) {
+    CUtensorMap a = tensor_map(d_out.data, {o, r}, kTileM);
+    CUtensorMap b = tensor_map(weight.data, {i, o, e}, 64);
+    launch<Pass::kInputGrad>(
+        a, b, problem(inp, weight, tokens_per_expert, 0, int(i), int(o), d_inp.data),
+        (ceil_div(r, kTileM) + e) * ceil_div(i, kTileN));
+  }
+  CUtensorMap a = tensor_map(d_out.data, {o, r}, 64);
+  CUtensorMap b = tensor_map(inp.data, {i, r}, 64);
+  launch<Pass::kWeightGrad>(
+      a, b, problem(inp, weight, tokens_per_expert, int(o), int(i), 0, d_weight.data),
+      e * ceil_div(o, kTileM) * ceil_div(i, kTileN));
+}
+
+}  // namespace sigma::cuda
