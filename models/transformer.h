@@ -35,6 +35,8 @@ class Transformer {
   // Inputs of the next forward pass: i32 [N] each. A negative target is ignored.
   Tensor tokens() const { return tokens_N_; }
   Tensor targets() const { return targets_N_; }
+  // The last forward's logits [N, V] (overwritten by backward with their gradient).
+  Tensor logits() const { return logits_NV_; }
 
   // Runs forward and returns the sum of the per-token losses.
   double forward();

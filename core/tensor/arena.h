@@ -22,6 +22,9 @@ class Arena {
   // Allocates what was planned and rewinds, so the layout pass can run again for real.
   void allocate();
   bool allocated() const { return buffer_.data() != nullptr; }
+  // After allocation: starts another binding pass over the same memory (take() hands out the
+  // same offsets again), so a second model structure can bind to tensors already bound.
+  void rewind() { cursor_ = 0; }
   // Zeroes the whole arena (e.g. gradients before a step).
   void zero() { buffer_.zero(); }
 
