@@ -9,5 +9,6 @@ void add_train_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_data_command(CLI::App& app);
 void add_generate_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
 
 }  // namespace sigma::app
