@@ -128,6 +128,8 @@ std::string check_source(const std::vector<Token>& t, size_t b, size_t e) {
     return check_query(t, b + 1, close);
   }
   size_t i = b;
+  if (is(t[b], "cluster") && !(b + 5 < e && is(t[b + 5], "database")))
+    return "cluster(\"name\") must be followed by .database(\"name\")";
   for (const char* call : {"cluster", "database"}) {
     if (i < e && is(t[i], call)) {
       if (i + 4 > e || !is(t[i + 1], "(") || t[i + 2].kind != TokenKind::kString || !is(t[i + 3], ")") ||

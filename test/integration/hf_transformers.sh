@@ -15,7 +15,7 @@ TOOL=$(dirname "$SIGMA")/test/model_tool
 [[ -x "$TOOL" ]] || die "no $TOOL (build the model_tool target)"
 make_dataset "$SCRATCH/data"
 train=(--set "data.sources=[{path=\"$SCRATCH/data\",weight=1.0}]" --set train.steps=2
-       --set eval.interval=0 --set model.init_std=0.1)
+       --set eval.interval=0 --set model.init_std=0.1 --set train.threads=1)
 text='Sigma: DiffQKV keeps K and V apart; caf'$'\xc3\xa9'' 42'
 printf '%s' "$text" > "$SCRATCH/prompt.text"
 od -An -tu1 -v "$SCRATCH/prompt.text" | tr -s ' \n' ' ' > "$SCRATCH/prompt.ids"  # byte ids
