@@ -57,7 +57,7 @@ rc=0
 
 # An imported model continues training.
 "$SIGMA" train "$SCRATCH/dense-back/recipe.toml" --set "data.sources=[{path=\"$SCRATCH/data\",weight=1.0}]" \
-  --set train.steps=1 --set eval.interval=0 --resume auto > "$SCRATCH/resume.log" 2>&1 ||
+  --set train.steps=1 --set eval.interval=0 --set train.threads=1 --resume auto > "$SCRATCH/resume.log" 2>&1 ||
   { cat "$SCRATCH/resume.log"; die "training from the imported checkpoint failed"; }
 grep -q "resumed from .*step_00000000 at step 0" "$SCRATCH/resume.log" || die "the import was not resumed"
 echo "ok: transformers matches sigma on every export; export + import keeps the weights bit for bit"
