@@ -20,8 +20,10 @@ struct ConvertArgs {
 void add_convert_command(CLI::App& app) {
   auto args = std::make_shared<ConvertArgs>();
   CLI::App* cmd = app.add_subcommand(
-      "convert", "Export a checkpoint as a Hugging Face model (--to hf), or import one (--from hf)");
-  cmd->add_option("source", args->source, "A checkpoint or run directory (--to), a HF model directory (--from)")
+      "convert",
+      "Export a checkpoint as a Hugging Face model (--to hf), or import one (--from hf)");
+  cmd->add_option("source", args->source,
+                  "A checkpoint or run directory (--to), a HF model directory (--from)")
       ->required();
   cmd->add_option("out", args->out, "The HF directory to write (--to), the run directory (--from)")
       ->required();

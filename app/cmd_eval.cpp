@@ -25,10 +25,11 @@ void run_eval(const EvalArgs& args) {
     bench = bench.substr(0, colon);
   }
   if (bench != "ppl" && bench != "mc" && bench != "aimicius")
-    fail("--bench {}: unknown bench; allowed: ppl, mc, aimicius, aimicius:TASK "
-         "(cmdgen, infrawise, optiflow, nl2kql)", args.bench);
-  if (bench != "aimicius" && !task.empty())
-    fail("--bench {}: only aimicius has tasks", args.bench);
+    fail(
+        "--bench {}: unknown bench; allowed: ppl, mc, aimicius, aimicius:TASK "
+        "(cmdgen, infrawise, optiflow, nl2kql)",
+        args.bench);
+  if (bench != "aimicius" && !task.empty()) fail("--bench {}: only aimicius has tasks", args.bench);
   if (bench == "aimicius" && !task.empty()) aimicius_task(task);  // an unknown task fails here
   if (bench == "mc" && args.data.empty()) fail("--bench mc needs --data FILE.jsonl");
   TrainedModel model(args.checkpoint);
@@ -39,8 +40,8 @@ void run_eval(const EvalArgs& args) {
   } else if (bench == "mc") {
     report.results = evaluate_multiple_choice(model, args.data, args.limit, args.max_seq);
   } else {
-    report.results = evaluate_aimicius(
-        model, {task, args.data, args.limit, args.max_seq, args.max_new_tokens});
+    report.results =
+        evaluate_aimicius(model, {task, args.data, args.limit, args.max_seq, args.max_new_tokens});
   }
   fmt::print("{}", format_table(report));
   if (!args.out.empty()) {
@@ -64,7 +65,8 @@ void add_eval_command(CLI::App& app) {
   cmd->add_option("--limit", args->limit, "At most N items per task (ppl: N sequences)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--out", args->out, "Write the results as JSON here");
-  cmd->add_option("--max-seq", args->max_seq, "Longest prompt + output (mc, aimicius; default 4096)")
+  cmd->add_option("--max-seq", args->max_seq,
+                  "Longest prompt + output (mc, aimicius; default 4096)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--max-new-tokens", args->max_new_tokens,
                   "Cap on generated tokens per answer (aimicius; default 256)")

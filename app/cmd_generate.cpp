@@ -26,7 +26,8 @@ void run_generate(const GenerateArgs& args) {
   TrainedModel model(args.checkpoint);
   set_cpu_threads(int(args.threads > 0 ? args.threads : model.recipe().train.threads));
   std::vector<int32_t> prompt = model.tokenizer().encode(args.prompt);
-  int64_t capacity = generation_capacity(std::max<int64_t>(1, int64_t(prompt.size())), args.generation);
+  int64_t capacity =
+      generation_capacity(std::max<int64_t>(1, int64_t(prompt.size())), args.generation);
   LoadedDecoder loaded(model, capacity, args.chunk);
   const AttentionConfig& a = model.config().attention;
   KvCacheCost cost = kv_cache_cost(model.config(), DType::kF32);

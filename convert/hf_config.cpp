@@ -135,7 +135,8 @@ json hf_config_json(const ModelConfig& c, HfArchitecture arch, const std::vector
       j["first_k_dense_layers"] = m.dense_layers;
       j["router_score"] = m.score == RouterScore::kSoftmax ? "softmax" : "sigmoid";
       j["norm_topk_prob"] = m.renormalize;
-      j["num_experts_per_tok"] = m.enabled() ? per_layer(top_k, c.n_layers) : std::vector<int64_t>{};
+      j["num_experts_per_tok"] =
+          m.enabled() ? per_layer(top_k, c.n_layers) : std::vector<int64_t>{};
       // The bias is state; its rate only matters to a run that continues training the model.
       j["expert_bias_update_rate"] = m.bias_update_rate;
       break;
@@ -169,10 +170,12 @@ struct Reader {
 };
 
 double rope_theta_of(const Reader& r) {
-  if (r.j.contains("rope_theta") && !r.j["rope_theta"].is_null()) return r.get<double>("rope_theta");
+  if (r.j.contains("rope_theta") && !r.j["rope_theta"].is_null())
+    return r.get<double>("rope_theta");
   if (r.j.contains("rope_parameters") && r.j["rope_parameters"].is_object()) {
     const json& p = r.j["rope_parameters"];
-    r.require(p.value("rope_type", "default") == "default", "rope_parameters.rope_type is not \"default\"");
+    r.require(p.value("rope_type", "default") == "default",
+              "rope_parameters.rope_type is not \"default\"");
     if (p.contains("rope_theta")) return p["rope_theta"].get<double>();
   }
   return 10000.0;
@@ -191,9 +194,10 @@ ImportedConfig model_config_from_hf(const json& j, const std::string& shown) {
   auto found = std::find_if(std::begin(all), std::end(all),
                             [&](HfArchitecture a) { return arch_name == hf_architecture_name(a); });
   if (found == std::end(all))
-    fail("{}: architecture \"{}\" is not supported; allowed: LlamaForCausalLM, Qwen3ForCausalLM, "
-         "Qwen3MoeForCausalLM, SigmaForCausalLM",
-         shown, arch_name.empty() ? "(none)" : arch_name);
+    fail(
+        "{}: architecture \"{}\" is not supported; allowed: LlamaForCausalLM, Qwen3ForCausalLM, "
+        "Qwen3MoeForCausalLM, SigmaForCausalLM",
+        shown, arch_name.empty() ? "(none)" : arch_name);
   out.arch = *found;
   ModelConfig& c = out.model;
   AttentionConfig& a = c.attention;

@@ -32,7 +32,7 @@ HfArchitecture choose_hf_architecture(const ModelConfig& config, const std::vect
 struct HfConfigExtras {
   int64_t max_positions = 0;  // max_position_embeddings: the training sequence length
   int64_t eos_id = -1;
-  std::string dtype;          // "float32" or "bfloat16"
+  std::string dtype;  // "float32" or "bfloat16"
 };
 
 // config.json of `config` as `arch`; top_k is the exported phase's per-layer list.

@@ -35,7 +35,8 @@ void add_tensor(std::vector<safetensors::TensorToWrite>& out, const std::string&
   if (split_experts && std::regex_match(name, m, stacked)) {
     int64_t rows = shape[1], cols = shape[2];
     for (int64_t e = 0; e < shape[0]; ++e)
-      out.push_back({fmt::format("{}.{}.{}.weight", m[1].str(), e, m[2].str()), {rows, cols},
+      out.push_back({fmt::format("{}.{}.{}.weight", m[1].str(), e, m[2].str()),
+                     {rows, cols},
                      data + e * rows * cols});
     return;
   }
@@ -65,7 +66,8 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
   // The expert bias is a buffer of SigmaForCausalLM (Qwen3-MoE has none: never chosen then).
   for (const auto& [name, tensor] : model.state_tensors())
     add_tensor(tensors, name, tensor.shape, tensor.f32(), false);
-  auto dtype = options.dtype == HfDType::kF32 ? safetensors::DType::kF32 : safetensors::DType::kBF16;
+  auto dtype =
+      options.dtype == HfDType::kF32 ? safetensors::DType::kF32 : safetensors::DType::kBF16;
   int64_t bytes = safetensors::write_sharded(out_dir, tensors, dtype, options.max_shard_bytes);
 
   HfTokenizerFiles tok = write_hf_tokenizer(model.tokenizer_spec(), model.tokenizer(), out_dir,

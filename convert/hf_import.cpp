@@ -42,14 +42,16 @@ std::string recipe_toml(const ImportedConfig& imported, const std::string& token
   if (m.enabled())
     text += fmt::format(
         "[model.moe]\nn_experts = {}\nd_expert = {}\nn_shared_experts = {}\nd_shared_expert = {}\n"
-        "dense_layers = {}\nscore = \"{}\"\nrenormalize = {}\ntop_k = [{}]\nbias_update_rate = {}\n\n",
+        "dense_layers = {}\nscore = \"{}\"\nrenormalize = {}\ntop_k = [{}]\nbias_update_rate = "
+        "{}\n\n",
         m.n_experts, m.d_expert, m.n_shared_experts, m.d_shared_expert, m.dense_layers,
         m.score == RouterScore::kSoftmax ? "softmax" : "sigmoid", m.renormalize,
         fmt::join(m.top_k, ", "), m.bias_update_rate);
   // A long context window would plan a large training batch: 4096 at most, --set to change.
-  text += fmt::format("[data]\nsources = []\ntokenizer = \"{}\"\nseq_len = {}\n\n"
-                      "[train]\nsteps = 1000\nmicro_batch = 1\n",
-                      tokenizer, std::min<int64_t>(imported.max_positions, 4096));
+  text += fmt::format(
+      "[data]\nsources = []\ntokenizer = \"{}\"\nseq_len = {}\n\n"
+      "[train]\nsteps = 1000\nmicro_batch = 1\n",
+      tokenizer, std::min<int64_t>(imported.max_positions, 4096));
   return text;
 }
 
@@ -58,7 +60,8 @@ std::string recipe_toml(const ImportedConfig& imported, const std::string& token
 std::vector<float> gather(const std::map<std::string, safetensors::TensorRead>& hf,
                           std::set<std::string>& used, const std::string& name, const Shape& shape,
                           const std::string& hf_dir) {
-  auto take = [&](const std::string& key, const std::vector<int64_t>& want) -> const std::vector<float>* {
+  auto take = [&](const std::string& key,
+                  const std::vector<int64_t>& want) -> const std::vector<float>* {
     auto it = hf.find(key);
     if (it == hf.end()) return nullptr;
     if (it->second.shape != want)
@@ -83,7 +86,8 @@ std::vector<float> gather(const std::map<std::string, safetensors::TensorRead>& 
     }
     if (int64_t(out.size()) == shape.numel()) return out;
     if (m[2] != "down_proj") {  // transformers 5: gate_up_proj [E, 2F, D], gate rows first
-      if (const std::vector<float>* fused = take(m[1].str() + ".gate_up_proj", {experts, 2 * rows, cols})) {
+      if (const std::vector<float>* fused =
+              take(m[1].str() + ".gate_up_proj", {experts, 2 * rows, cols})) {
         out.clear();
         int64_t offset = m[2] == "gate_proj" ? 0 : rows * cols;
         for (int64_t e = 0; e < experts; ++e) {
@@ -96,7 +100,8 @@ std::vector<float> gather(const std::map<std::string, safetensors::TensorRead>& 
       return *fused;
     }
   }
-  fail("{}: no tensor {} (shape [{}]) in the safetensors files", hf_dir, name, fmt::join(dims, ", "));
+  fail("{}: no tensor {} (shape [{}]) in the safetensors files", hf_dir, name,
+       fmt::join(dims, ", "));
 }
 
 }  // namespace
@@ -154,14 +159,14 @@ std::string import_hf(const std::string& hf_dir, const std::string& out_run) {
   request.step = 0;
   request.recipe_toml = recipe.resolved_toml;
   request.keep = 0;
-  request.state.ints = {{"step", 0}, {"tokens", 0}, {"seed", int64_t(recipe.run.seed)},
-                        {"loader_position", 0}};
+  request.state.ints = {
+      {"step", 0}, {"tokens", 0}, {"seed", int64_t(recipe.run.seed)}, {"loader_position", 0}};
   std::string dir = save_checkpoint(request);
   std::ofstream(recipe_path, std::ios::trunc) << recipe.resolved_toml;
-  return fmt::format("{} ({}) -> {}: {} parameter tensors; continue with: sigma train {} --set "
-                     "data.sources=[...] --resume auto",
-                     hf_dir, hf_architecture_name(imported.arch), dir, params.list().size(),
-                     recipe_path);
+  return fmt::format(
+      "{} ({}) -> {}: {} parameter tensors; continue with: sigma train {} --set "
+      "data.sources=[...] --resume auto",
+      hf_dir, hf_architecture_name(imported.arch), dir, params.list().size(), recipe_path);
 }
 
 }  // namespace sigma

@@ -17,8 +17,12 @@ namespace {
 
 constexpr char kEndOfText[] = "<|endoftext|>";
 
-json byte_level() { return {{"type", "ByteLevel"}, {"add_prefix_space", false},
-                                {"trim_offsets", true}, {"use_regex", false}}; }
+json byte_level() {
+  return {{"type", "ByteLevel"},
+          {"add_prefix_space", false},
+          {"trim_offsets", true},
+          {"use_regex", false}};
+}
 
 json byte_tokenizer_json() {
   json vocab = json::object();
@@ -27,8 +31,13 @@ json byte_tokenizer_json() {
     append_utf8(spelling, byte_to_code_point(uint8_t(b)));
     vocab[spelling] = b;
   }
-  json added = {{{"id", 256}, {"content", kEndOfText}, {"single_word", false}, {"lstrip", false},
-                 {"rstrip", false}, {"normalized", false}, {"special", true}}};
+  json added = {{{"id", 256},
+                 {"content", kEndOfText},
+                 {"single_word", false},
+                 {"lstrip", false},
+                 {"rstrip", false},
+                 {"normalized", false},
+                 {"special", true}}};
   return {{"version", "1.0"},
           {"truncation", nullptr},
           {"padding", nullptr},
@@ -37,10 +46,17 @@ json byte_tokenizer_json() {
           {"pre_tokenizer", byte_level()},
           {"post_processor", nullptr},
           {"decoder", byte_level()},
-          {"model", {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr},
-                     {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr},
-                     {"fuse_unk", false}, {"byte_fallback", false}, {"ignore_merges", false},
-                     {"vocab", vocab}, {"merges", json::array()}}}};
+          {"model",
+           {{"type", "BPE"},
+            {"dropout", nullptr},
+            {"unk_token", nullptr},
+            {"continuing_subword_prefix", nullptr},
+            {"end_of_word_suffix", nullptr},
+            {"fuse_unk", false},
+            {"byte_fallback", false},
+            {"ignore_merges", false},
+            {"vocab", vocab},
+            {"merges", json::array()}}}};
 }
 
 json read_json(const fs::path& path) {
@@ -79,7 +95,8 @@ HfTokenizerFiles write_hf_tokenizer(const std::string& spec, const Tokenizer& to
                  {"clean_up_tokenization_spaces", false}};
   std::string eos = added_token(file, tokenizer.eos_id());
   if (!eos.empty()) config["eos_token"] = eos;
-  std::ofstream(fs::path(out_dir) / "tokenizer_config.json", std::ios::trunc) << config.dump(2) << "\n";
+  std::ofstream(fs::path(out_dir) / "tokenizer_config.json", std::ios::trunc)
+      << config.dump(2) << "\n";
   return result;
 }
 

@@ -75,7 +75,8 @@ void write_file(const fs::path& path, const std::vector<const TensorToWrite*>& t
   uint64_t offset = 0;
   for (const TensorToWrite* t : tensors) {
     uint64_t bytes = uint64_t(numel(t->shape)) * element_bytes(dtype);
-    header[t->name] = {{"dtype", dtype_name(dtype)}, {"shape", t->shape},
+    header[t->name] = {{"dtype", dtype_name(dtype)},
+                       {"shape", t->shape},
                        {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
@@ -109,10 +110,13 @@ std::vector<char> read_bytes(const fs::path& path) {
 
 void read_file(const fs::path& path, std::map<std::string, TensorRead>& into) {
   std::vector<char> bytes = read_bytes(path);
-  auto bad = [&](const std::string& what) -> void { fail("{}: not a safetensors file ({})", path.string(), what); };
+  auto bad = [&](const std::string& what) -> void {
+    fail("{}: not a safetensors file ({})", path.string(), what);
+  };
   if (bytes.size() < 8) bad("shorter than 8 bytes");
   uint64_t length = 0;
-  for (int i = 0; i < 8; ++i) length |= uint64_t(static_cast<unsigned char>(bytes[size_t(i)])) << (8 * i);
+  for (int i = 0; i < 8; ++i)
+    length |= uint64_t(static_cast<unsigned char>(bytes[size_t(i)])) << (8 * i);
   if (length > bytes.size() - 8) bad("header length past the end");
   json header = json::parse(bytes.begin() + 8, bytes.begin() + 8 + int64_t(length), nullptr, false);
   if (!header.is_object()) bad("header is not a JSON object");
@@ -121,10 +125,14 @@ void read_file(const fs::path& path, std::map<std::string, TensorRead>& into) {
     if (name == "__metadata__") continue;
     TensorRead t;
     std::string dtype = info.value("dtype", "");
-    if (dtype == "F32") t.stored = DType::kF32;
-    else if (dtype == "BF16") t.stored = DType::kBF16;
-    else if (dtype == "F16") t.stored = DType::kF16;
-    else fail("{}: tensor {} has dtype {}; allowed: F32, BF16, F16", path.string(), name, dtype);
+    if (dtype == "F32")
+      t.stored = DType::kF32;
+    else if (dtype == "BF16")
+      t.stored = DType::kBF16;
+    else if (dtype == "F16")
+      t.stored = DType::kF16;
+    else
+      fail("{}: tensor {} has dtype {}; allowed: F32, BF16, F16", path.string(), name, dtype);
     t.shape = info.at("shape").get<std::vector<int64_t>>();
     auto offsets = info.at("data_offsets").get<std::vector<uint64_t>>();
     int64_t n = numel(t.shape);
@@ -187,7 +195,8 @@ std::map<std::string, TensorRead> read_dir(const std::string& dir) {
     if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object())
       fail("{}: not a safetensors index (no weight_map object)", index_path.string());
     std::set<std::string> files;
-    for (const auto& [name, file] : index["weight_map"].items()) files.insert(file.get<std::string>());
+    for (const auto& [name, file] : index["weight_map"].items())
+      files.insert(file.get<std::string>());
     for (const std::string& file : files) read_file(fs::path(dir) / file, tensors);
   } else if (fs::exists(single)) {
     read_file(single, tensors);

@@ -71,14 +71,16 @@ void validate_infrawise(const json& item) {
     if (!c.is_string()) throw ItemError{"every candidate must be a string"};
   for (const json& r : array_field(item, "relevant"))
     if (!r.is_number_integer() || r.get<int64_t>() < 0 || r.get<size_t>() >= candidates.size())
-      throw ItemError{fmt::format("\"relevant\" holds {}, not an index of the {} candidates", r.dump(),
-                                  candidates.size())};
+      throw ItemError{fmt::format("\"relevant\" holds {}, not an index of the {} candidates",
+                                  r.dump(), candidates.size())};
 }
 
 void score_infrawise(const json& item, const GenerateFn& generate, MetricAverager& m) {
   const std::string& request = item["request"].get_ref<const std::string&>();
-  std::string prompt = "Turn the request into JSON with the keys Design (Target, Baseline), "
-                       "Criterion and Workload.\nRequest: " + request + "\nJSON:";
+  std::string prompt =
+      "Turn the request into JSON with the keys Design (Target, Baseline), "
+      "Criterion and Workload.\nRequest: " +
+      request + "\nJSON:";
   std::string text = generate(prompt, 128, {"\n\n"});
   json parsed;
   size_t open = text.find('{'), close = text.rfind('}');
@@ -87,7 +89,8 @@ void score_infrawise(const json& item, const GenerateFn& generate, MetricAverage
   if (!parsed.is_object()) parsed = json::object();
   bool all = true;
   for (const char* f : kInfrawiseFields) {
-    bool same = lower_trim(infrawise_field(parsed, f)) == lower_trim(infrawise_field(item["answer"], f));
+    bool same =
+        lower_trim(infrawise_field(parsed, f)) == lower_trim(infrawise_field(item["answer"], f));
     all = all && same;
     m.add(fmt::format("{}_match", lower_trim(f)), flag(same));
   }
@@ -96,10 +99,12 @@ void score_infrawise(const json& item, const GenerateFn& generate, MetricAverage
   const json& candidates = item["candidates"];
   for (size_t i = 0; i < candidates.size(); ++i)
     listing += fmt::format("[{}] {}\n", i + 1, candidates[i].get<std::string>());
-  std::string picked = generate(listing + "Numbers of the results that answer the request:", 32, {"\n"});
+  std::string picked =
+      generate(listing + "Numbers of the results that answer the request:", 32, {"\n"});
   std::set<int64_t> chosen, relevant;
   static const std::regex number(R"(\d+)");
-  for (auto it = std::sregex_iterator(picked.begin(), picked.end(), number); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(picked.begin(), picked.end(), number);
+       it != std::sregex_iterator(); ++it)
     chosen.insert(std::stoll(it->str()) - 1);
   for (const json& r : item["relevant"]) relevant.insert(r.get<int64_t>());
   m.add("result_accuracy", flag(chosen == relevant));
@@ -127,9 +132,11 @@ void validate_optiflow(const json& item) {
       if (square)
         for (const json& x : row) square = square && x.is_number() && x.get<double>() >= 0;
     }
-    if (!square) throw ItemError{fmt::format("\"{}\" must be a {} x {} matrix of numbers >= 0", key, n, n)};
+    if (!square)
+      throw ItemError{fmt::format("\"{}\" must be a {} x {} matrix of numbers >= 0", key, n, n)};
   }
-  if (!item.contains("chunk_bytes") || !item["chunk_bytes"].is_number() || item["chunk_bytes"].get<double>() <= 0)
+  if (!item.contains("chunk_bytes") || !item["chunk_bytes"].is_number() ||
+      item["chunk_bytes"].get<double>() <= 0)
     throw ItemError{"\"chunk_bytes\" must be a number > 0"};
   if (item.contains("template")) string_field(item, "template");
 }
@@ -146,8 +153,8 @@ void score_optiflow(const json& item, const GenerateFn& generate, MetricAverager
       "Write Python that sets `plan` to an all-gather schedule for {} GPUs. GPU i starts with "
       "chunk i ({} bytes). plan is a list of steps; a step is a list of (src, dst, chunk) "
       "transfers that run at the same time.\nLatency (us):\n{}Bandwidth (GB/s):\n{}{}```python\n",
-      topo.gpus, topo.chunk_bytes, matrix_text(item["latency_us"]), matrix_text(item["bandwidth_gbps"]),
-      item.value("template", ""));
+      topo.gpus, topo.chunk_bytes, matrix_text(item["latency_us"]),
+      matrix_text(item["bandwidth_gbps"]), item.value("template", ""));
   auto judge = [&](const std::string& code, bool* detected) {
     static const std::regex python(R"((^|\n)[ \t]*(def |import |from \w+ import|plan\s*=))");
     *detected = std::regex_search(code, python);
@@ -201,7 +208,8 @@ fs::path samples_dir() {
   if (fs::is_directory("eval/tasks")) return "eval/tasks";
   std::error_code ec;
   fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  for (fs::path dir = exe.parent_path(); !ec && !dir.empty() && dir != dir.root_path(); dir = dir.parent_path())
+  for (fs::path dir = exe.parent_path(); !ec && !dir.empty() && dir != dir.root_path();
+       dir = dir.parent_path())
     if (fs::is_directory(dir / "eval/tasks")) return dir / "eval/tasks";
   fail("no --data given and no eval/tasks/ sample directory found (run from the repository)");
 }
@@ -232,7 +240,8 @@ std::vector<MetricResult> evaluate_aimicius(TrainedModel& model, const AimiciusO
   fs::path data = options.data.empty() ? samples_dir() : fs::path(options.data);
   if (!fs::exists(data)) fail("--data {}: no such file or directory", data.string());
   if (!fs::is_directory(data) && tasks.size() > 1)
-    fail("--data {}: a file holds one task; name it (--bench aimicius:TASK) or pass a directory", data.string());
+    fail("--data {}: a file holds one task; name it (--bench aimicius:TASK) or pass a directory",
+         data.string());
   // Read and check every file before the first generation.
   std::vector<std::vector<TaskItem>> items;
   for (const AimiciusTask* t : tasks) {
@@ -241,10 +250,12 @@ std::vector<MetricResult> evaluate_aimicius(TrainedModel& model, const AimiciusO
   }
   LoadedDecoder loaded(model, options.max_seq, 64);
   GenerationConfig config;  // greedy
-  GenerateFn generate = [&](const std::string& prompt, int64_t max_new, const std::vector<std::string>& stop) {
+  GenerateFn generate = [&](const std::string& prompt, int64_t max_new,
+                            const std::vector<std::string>& stop) {
     int64_t prompt_tokens = int64_t(model.tokenizer().encode(prompt).size());
     int64_t room = options.max_seq - prompt_tokens;
-    if (room < 1) fail("a prompt of {} tokens does not fit --max-seq {}", prompt_tokens, options.max_seq);
+    if (room < 1)
+      fail("a prompt of {} tokens does not fit --max-seq {}", prompt_tokens, options.max_seq);
     config.max_new_tokens = std::min({max_new, options.max_new_tokens, room});
     config.stop = stop;
     return sigma::generate(loaded.decoder, model.tokenizer(), prompt, config).text;
@@ -253,7 +264,8 @@ std::vector<MetricResult> evaluate_aimicius(TrainedModel& model, const AimiciusO
   for (size_t i = 0; i < tasks.size(); ++i) {
     MetricAverager metrics;
     for (const TaskItem& item : items[i]) tasks[i]->score(item.json, generate, metrics);
-    for (MetricResult& r : metrics.results(std::string("aimicius:") + tasks[i]->name)) results.push_back(r);
+    for (MetricResult& r : metrics.results(std::string("aimicius:") + tasks[i]->name))
+      results.push_back(r);
   }
   return results;
 }

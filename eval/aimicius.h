@@ -42,9 +42,9 @@ const std::vector<AimiciusTask>& aimicius_tasks();
 const AimiciusTask& aimicius_task(const std::string& name);
 
 struct AimiciusOptions {
-  std::string task;     // "" = all four
-  std::string data;     // a task file (one task), or a directory of <task>.jsonl; "" = samples
-  int64_t limit = 0;    // items per task; 0 = all
+  std::string task;   // "" = all four
+  std::string data;   // a task file (one task), or a directory of <task>.jsonl; "" = samples
+  int64_t limit = 0;  // items per task; 0 = all
   int64_t max_seq = 4096;
   int64_t max_new_tokens = 256;
 };

@@ -36,8 +36,10 @@ class LiteralParser {
         if (!parse(item)) return false;
         out.items.push_back(std::move(item));
         skip();
-        if (i_ < s_.size() && s_[i_] == ',') ++i_;
-        else if (i_ >= s_.size() || s_[i_] != close) return false;
+        if (i_ < s_.size() && s_[i_] == ',')
+          ++i_;
+        else if (i_ >= s_.size() || s_[i_] != close)
+          return false;
       }
     }
     size_t start = i_;
@@ -52,9 +54,12 @@ class LiteralParser {
  private:
   void skip() {
     while (i_ < s_.size()) {
-      if (std::isspace(static_cast<unsigned char>(s_[i_]))) ++i_;
-      else if (s_[i_] == '#') while (i_ < s_.size() && s_[i_] != '\n') ++i_;
-      else break;
+      if (std::isspace(static_cast<unsigned char>(s_[i_])))
+        ++i_;
+      else if (s_[i_] == '#')
+        while (i_ < s_.size() && s_[i_] != '\n') ++i_;
+      else
+        break;
     }
   }
   const std::string& s_;
@@ -68,7 +73,8 @@ std::optional<Plan> parse_plan(const std::string& code, std::string* error) {
   std::smatch m;
   // The last assignment wins, as it would when the code ran.
   std::optional<size_t> at;
-  for (auto it = std::sregex_iterator(code.begin(), code.end(), assign); it != std::sregex_iterator(); ++it)
+  for (auto it = std::sregex_iterator(code.begin(), code.end(), assign);
+       it != std::sregex_iterator(); ++it)
     at = size_t(it->position() + it->length());
   auto fail_with = [&](const std::string& why) -> std::optional<Plan> {
     if (error) *error = why;
@@ -83,7 +89,8 @@ std::optional<Plan> parse_plan(const std::string& code, std::string* error) {
     if (step.is_int) return fail_with("a step is not a list of transfers");
     plan.emplace_back();
     for (const Literal& t : step.items) {
-      if (t.is_int || t.items.size() != 3 || !t.items[0].is_int || !t.items[1].is_int || !t.items[2].is_int)
+      if (t.is_int || t.items.size() != 3 || !t.items[0].is_int || !t.items[1].is_int ||
+          !t.items[2].is_int)
         return fail_with("a transfer is not (src, dst, chunk)");
       plan.back().push_back({t.items[0].value, t.items[1].value, t.items[2].value});
     }
@@ -96,7 +103,8 @@ std::string plan_literal(const Plan& plan) {
   for (size_t s = 0; s < plan.size(); ++s) {
     out += s ? ", [" : "[";
     for (size_t i = 0; i < plan[s].size(); ++i)
-      out += fmt::format("{}({}, {}, {})", i ? ", " : "", plan[s][i].src, plan[s][i].dst, plan[s][i].chunk);
+      out += fmt::format("{}({}, {}, {})", i ? ", " : "", plan[s][i].src, plan[s][i].dst,
+                         plan[s][i].chunk);
     out += "]";
   }
   return out + "]";
@@ -129,7 +137,8 @@ Simulation simulate(const Topology& topo, const Plan& plan) {
     for (const auto& [link, count] : per_link) {
       double bw = topo.bandwidth_gbps[size_t(link.first)][size_t(link.second)];
       if (bw <= 0) {
-        sim.error = fmt::format("step {}: no link from GPU {} to GPU {}", s, link.first, link.second);
+        sim.error =
+            fmt::format("step {}: no link from GPU {} to GPU {}", s, link.first, link.second);
         return sim;
       }
       double busy = topo.latency_us[size_t(link.first)][size_t(link.second)] +

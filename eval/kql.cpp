@@ -14,19 +14,22 @@ bool ident_start(char c) { return std::isalpha(static_cast<unsigned char>(c)) ||
 bool ident_char(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 
 const std::set<std::string> kOperators = {
-    "where", "filter", "project", "project-away", "project-keep", "project-rename",
-    "project-reorder", "extend", "distinct", "summarize", "count", "take", "limit", "top", "sort",
-    "order", "join", "union", "lookup", "mv-expand", "parse", "render", "sample", "as",
-    "getschema", "serialize"};
+    "where",           "filter",    "project",  "project-away", "project-keep", "project-rename",
+    "project-reorder", "extend",    "distinct", "summarize",    "count",        "take",
+    "limit",           "top",       "sort",     "order",        "join",         "union",
+    "lookup",          "mv-expand", "parse",    "render",       "sample",       "as",
+    "getschema",       "serialize"};
 
 // Words that are never column names.
 const std::set<std::string> kKeywords = {
-    "by", "and", "or", "not", "on", "asc", "desc", "with", "kind", "in", "has", "contains",
-    "startswith", "endswith", "between", "matches", "regex", "true", "false", "null", "nulls",
-    "first", "last", "inner", "innerunique", "leftouter", "rightouter", "fullouter", "leftanti",
-    "rightanti", "leftsemi", "rightsemi", "outer", "timechart", "barchart", "piechart",
-    "columnchart", "table", "linechart", "has_any", "has_all", "notcontains", "notin", "ago", "now",
-    "like", "dynamic", "typeof", "withsource", "isfuzzy", "to", "step", "from"};
+    "by",       "and",         "or",       "not",         "on",        "asc",        "desc",
+    "with",     "kind",        "in",       "has",         "contains",  "startswith", "endswith",
+    "between",  "matches",     "regex",    "true",        "false",     "null",       "nulls",
+    "first",    "last",        "inner",    "innerunique", "leftouter", "rightouter", "fullouter",
+    "leftanti", "rightanti",   "leftsemi", "rightsemi",   "outer",     "timechart",  "barchart",
+    "piechart", "columnchart", "table",    "linechart",   "has_any",   "has_all",    "notcontains",
+    "notin",    "ago",         "now",      "like",        "dynamic",   "typeof",     "withsource",
+    "isfuzzy",  "to",          "step",     "from"};
 
 }  // namespace
 
@@ -37,7 +40,8 @@ bool lex(const std::string& s, std::vector<Token>& out, std::string* error) {
     char c = s[i];
     if (std::isspace(static_cast<unsigned char>(c))) {
       ++i;
-    } else if (c == '"' || c == '\'' || (c == '@' && i + 1 < s.size() && (s[i + 1] == '"' || s[i + 1] == '\''))) {
+    } else if (c == '"' || c == '\'' ||
+               (c == '@' && i + 1 < s.size() && (s[i + 1] == '"' || s[i + 1] == '\''))) {
       bool verbatim = c == '@';
       char quote = verbatim ? s[++i] : c;
       std::string text;
@@ -132,8 +136,8 @@ std::string check_source(const std::vector<Token>& t, size_t b, size_t e) {
     return "cluster(\"name\") must be followed by .database(\"name\")";
   for (const char* call : {"cluster", "database"}) {
     if (i < e && is(t[i], call)) {
-      if (i + 4 > e || !is(t[i + 1], "(") || t[i + 2].kind != TokenKind::kString || !is(t[i + 3], ")") ||
-          i + 4 >= e || !is(t[i + 4], "."))
+      if (i + 4 > e || !is(t[i + 1], "(") || t[i + 2].kind != TokenKind::kString ||
+          !is(t[i + 3], ")") || i + 4 >= e || !is(t[i + 4], "."))
         return fmt::format("{}(\"name\") must be followed by .", call);
       i += 5;
     }
@@ -160,8 +164,9 @@ std::string check_operator(const std::vector<Token>& t, size_t b, size_t e) {
   if (op == "take" || op == "limit" || op == "sample")
     return args == 1 && t[b + 1].kind == TokenKind::kNumber ? "" : op + " needs a number";
   if (op == "top")
-    return args >= 3 && t[b + 1].kind == TokenKind::kNumber && is(t[b + 2], "by") ? ""
-                                                                                  : "top needs N by EXPR";
+    return args >= 3 && t[b + 1].kind == TokenKind::kNumber && is(t[b + 2], "by")
+               ? ""
+               : "top needs N by EXPR";
   if (op == "sort" || op == "order") return args >= 2 && is(t[b + 1], "by") ? "" : op + " needs by";
   if (op == "summarize") {
     if (args == 0) return "summarize needs aggregations or by";
@@ -178,7 +183,8 @@ std::string check_operator(const std::vector<Token>& t, size_t b, size_t e) {
     if (!sub.empty()) return sub;
     return close + 2 < e && is(t[close + 1], "on") ? "" : op + " needs on COLUMNS";
   }
-  if (op == "parse") return args >= 3 && has(t, b + 1, e, "with") ? "" : "parse needs EXPR with PATTERN";
+  if (op == "parse")
+    return args >= 3 && has(t, b + 1, e, "with") ? "" : "parse needs EXPR with PATTERN";
   if (op == "as" || op == "render")
     return args >= 1 && t[b + 1].kind == TokenKind::kIdent ? "" : op + " needs a name";
   if (op == "serialize") return "";
@@ -249,7 +255,8 @@ std::vector<std::string> similarity_tokens(const std::string& query) {
   std::vector<std::string> out;
   if (!lex(query, t, nullptr)) return {query};
   for (const Token& x : t)
-    if (x.kind != TokenKind::kSymbol || x.text.size() > 1 || std::string("=<>!~").find(x.text) != std::string::npos)
+    if (x.kind != TokenKind::kSymbol || x.text.size() > 1 ||
+        std::string("=<>!~").find(x.text) != std::string::npos)
       out.push_back(x.kind == TokenKind::kString ? "\"" + x.text + "\"" : x.text);
   return out;
 }

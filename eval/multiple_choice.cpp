@@ -38,7 +38,8 @@ void validate_choice_item(const json& item) {
       throw ItemError{"every choice must be a non-empty string"};
   int64_t answer = int_field(item, "answer");
   if (answer < 0 || answer >= int64_t(choices.size()))
-    throw ItemError{fmt::format("\"answer\" {} is not an index of the {} choices", answer, choices.size())};
+    throw ItemError{
+        fmt::format("\"answer\" {} is not an index of the {} choices", answer, choices.size())};
   if (item.contains("delimiter")) string_field(item, "delimiter");
 }
 
@@ -46,7 +47,8 @@ ChoicePick pick_choice(const std::vector<double>& ll, const std::vector<std::str
   ChoicePick pick;
   for (size_t i = 1; i < ll.size(); ++i) {
     if (ll[i] > ll[pick.raw]) pick.raw = i;
-    if (ll[i] / double(choices[i].size()) > ll[pick.per_byte] / double(choices[pick.per_byte].size()))
+    if (ll[i] / double(choices[i].size()) >
+        ll[pick.per_byte] / double(choices[pick.per_byte].size()))
       pick.per_byte = i;
   }
   return pick;
@@ -88,7 +90,8 @@ std::vector<MetricResult> evaluate_multiple_choice(TrainedModel& model, const st
     size_t longest_cont = 0;
     for (const auto& c : e.continuations) longest_cont = std::max(longest_cont, c.size());
     if (int64_t(longest_cont) + 1 > decoder.capacity())
-      fail("{}: a choice of {} tokens does not fit --max-seq {}", path, longest_cont, decoder.capacity());
+      fail("{}: a choice of {} tokens does not fit --max-seq {}", path, longest_cont,
+           decoder.capacity());
     size_t keep = std::min(e.context.size(), size_t(decoder.capacity()) - longest_cont);
     std::vector<int32_t> context(e.context.end() - int64_t(keep), e.context.end());
     decoder.truncate(0);
@@ -110,8 +113,8 @@ std::vector<MetricResult> evaluate_multiple_choice(TrainedModel& model, const st
   std::string task = std::filesystem::path(path).stem().string();
   std::vector<MetricResult> results = metrics.results(task);
   double acc = results[0].value, n = double(results[0].n);
-  results.push_back({task, "acc_stderr", n > 1 ? std::sqrt(acc * (1 - acc) / (n - 1)) : std::nan(""),
-                     results[0].n});
+  results.push_back({task, "acc_stderr",
+                     n > 1 ? std::sqrt(acc * (1 - acc) / (n - 1)) : std::nan(""), results[0].n});
   return results;
 }
 

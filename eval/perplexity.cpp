@@ -26,9 +26,10 @@ std::vector<MetricResult> evaluate_perplexity(TrainedModel& model, const std::st
     split = Split::kTrain;  // with nothing held out, the "training" side is every document
     task = std::filesystem::path(data_prefix).filename().string();
   } else if (data.valid_fraction <= 0 || data.sources.empty()) {
-    fail("{}: the run's recipe holds out no validation documents (data.valid_fraction = {}); "
-         "pass --data PREFIX",
-         model.checkpoint_dir(), data.valid_fraction);
+    fail(
+        "{}: the run's recipe holds out no validation documents (data.valid_fraction = {}); "
+        "pass --data PREFIX",
+        model.checkpoint_dir(), data.valid_fraction);
   }
   DataLoader loader(data, split, recipe.run.seed);
   int64_t batch = recipe.train.micro_batch, seq_len = data.seq_len;
@@ -59,7 +60,8 @@ std::vector<MetricResult> evaluate_perplexity(TrainedModel& model, const std::st
   double loss = loss_sum / double(tokens);
   return {{task, "loss", loss, tokens},
           {task, "perplexity", std::exp(loss), tokens},
-          {task, "bits_per_byte", loss_sum / std::log(2.0) / double(std::max<int64_t>(bytes, 1)), tokens}};
+          {task, "bits_per_byte", loss_sum / std::log(2.0) / double(std::max<int64_t>(bytes, 1)),
+           tokens}};
 }
 
 }  // namespace sigma

@@ -34,7 +34,8 @@ std::string format_table(const EvalReport& r) {
     metric_w = std::max(metric_w, m.metric.size());
   }
   std::string out = fmt::format("{} (step {}), bench {}\n", r.checkpoint, r.step, r.bench);
-  out += fmt::format("  {:<{}}  {:<{}}  {:>12}  {:>6}\n", "task", task_w, "metric", metric_w, "value", "n");
+  out += fmt::format("  {:<{}}  {:<{}}  {:>12}  {:>6}\n", "task", task_w, "metric", metric_w,
+                     "value", "n");
   for (const MetricResult& m : r.results)
     out += fmt::format("  {:<{}}  {:<{}}  {:>12.4f}  {:>6}\n", m.task, task_w, m.metric, metric_w,
                        m.value, m.n);
@@ -48,8 +49,8 @@ void write_json(const EvalReport& r, const std::string& path) {
     row["value"] = std::isnan(m.value) ? nlohmann::json(nullptr) : nlohmann::json(m.value);
     results.push_back(row);
   }
-  nlohmann::json doc = {{"checkpoint", r.checkpoint}, {"step", r.step}, {"bench", r.bench},
-                        {"results", results}};
+  nlohmann::json doc = {
+      {"checkpoint", r.checkpoint}, {"step", r.step}, {"bench", r.bench}, {"results", results}};
   std::ofstream out(path, std::ios::trunc);
   out << doc.dump(2) << "\n";
   if (!out) fail("cannot write {}", path);

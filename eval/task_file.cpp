@@ -35,7 +35,8 @@ namespace {
 const json& field(const json& item, const char* key, bool (json::*is)() const, const char* type) {
   auto it = item.find(key);
   if (it == item.end()) throw ItemError{fmt::format("missing \"{}\" ({})", key, type)};
-  if (!((*it).*is)()) throw ItemError{fmt::format("\"{}\" must be {}, not {}", key, type, it->dump())};
+  if (!((*it).*is)())
+    throw ItemError{fmt::format("\"{}\" must be {}, not {}", key, type, it->dump())};
   return *it;
 }
 }  // namespace

@@ -64,7 +64,8 @@ Generation generate(Decoder& decoder, const Tokenizer& tokenizer, const std::str
   std::vector<int32_t> generated;
   size_t emitted = 0;
   auto emit_until = [&](size_t end) {
-    if (end > emitted && on_text) on_text(std::string_view(out.text).substr(emitted, end - emitted));
+    if (end > emitted && on_text)
+      on_text(std::string_view(out.text).substr(emitted, end - emitted));
     emitted = std::max(emitted, end);
   };
   auto start = Clock::now();
@@ -81,8 +82,7 @@ Generation generate(Decoder& decoder, const Tokenizer& tokenizer, const std::str
     generated.push_back(next);
     out.text = tokenizer.decode(generated);
     size_t stop_at = std::string::npos;
-    for (const std::string& stop : config.stop)
-      stop_at = std::min(stop_at, out.text.find(stop));
+    for (const std::string& stop : config.stop) stop_at = std::min(stop_at, out.text.find(stop));
     if (stop_at != std::string::npos) {
       out.text.resize(stop_at);
       out.finish = FinishReason::kStop;

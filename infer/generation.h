@@ -24,7 +24,7 @@ enum class FinishReason { kStop, kEndOfDocument, kLength };
 const char* finish_reason_name(FinishReason reason);
 
 struct Generation {
-  std::string text;           // the output, without the stop sequence
+  std::string text;  // the output, without the stop sequence
   int64_t prompt_tokens = 0;
   int64_t new_tokens = 0;
   FinishReason finish = FinishReason::kLength;

@@ -8,7 +8,8 @@
 namespace sigma {
 
 Sampler::Sampler(const SamplingConfig& config) : config_(config), rng_(config.seed) {
-  if (config.temperature < 0) fail("--temperature {}: allowed: >= 0 (0 = greedy)", config.temperature);
+  if (config.temperature < 0)
+    fail("--temperature {}: allowed: >= 0 (0 = greedy)", config.temperature);
   if (config.top_k < 0) fail("--top-k {}: allowed: >= 0 (0 = all tokens)", config.top_k);
   if (!(config.top_p > 0 && config.top_p <= 1)) fail("--top-p {}: allowed: (0, 1]", config.top_p);
 }
@@ -27,7 +28,8 @@ int32_t Sampler::sample(std::span<const float> logits) {
     return a.first > b.first || (a.first == b.first && a.second < b.second);
   };
   int64_t keep = config_.top_k > 0 ? std::min(config_.top_k, vocab) : vocab;
-  std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(), more_likely);
+  std::partial_sort(candidates_.begin(), candidates_.begin() + keep, candidates_.end(),
+                    more_likely);
   candidates_.resize(size_t(keep));
   double max = candidates_.front().first, sum = 0;
   for (auto& [p, id] : candidates_) sum += (p = std::exp(p - max));

@@ -40,8 +40,8 @@ Decoder::Decoder(const ModelConfig& config, int64_t capacity, int64_t chunk)
 // other (ParameterSet::add checks every name).
 void Decoder::bind_all(ParameterSet& params, Pass& pass) {
   int64_t d = config_.d_model, v = config_.vocab_size;
-  embed_tokens_ = params.add("model.embed_tokens.weight", {v, d}, ParamInit::kNormal,
-                             config_.init_std, false);
+  embed_tokens_ =
+      params.add("model.embed_tokens.weight", {v, d}, ParamInit::kNormal, config_.init_std, false);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     std::string prefix = fmt::format("model.layers.{}.", l);
     input_layernorm_[size_t(l)] =
@@ -172,10 +172,10 @@ void Decoder::attend(Pass& p, int64_t layer, Tensor out_ND) {
   ops::matmul_forward(v_cache.slice_rows(begin, end), p.h_ND, w.v_proj.weight);
   Tensor k = p.k_NK;
   if (a.qk_norm) {
-    ops::rmsnorm_forward(head_rows(p.qnorm_NQ, a.n_q, a.d_qk), p.qrstd,
-                         head_rows(q, a.n_q, a.d_qk), w.q_norm.weight, eps);
-    ops::rmsnorm_forward(head_rows(p.knorm_NK, a.n_k, a.d_qk), p.krstd,
-                         head_rows(k, a.n_k, a.d_qk), w.k_norm.weight, eps);
+    ops::rmsnorm_forward(head_rows(p.qnorm_NQ, a.n_q, a.d_qk), p.qrstd, head_rows(q, a.n_q, a.d_qk),
+                         w.q_norm.weight, eps);
+    ops::rmsnorm_forward(head_rows(p.knorm_NK, a.n_k, a.d_qk), p.krstd, head_rows(k, a.n_k, a.d_qk),
+                         w.k_norm.weight, eps);
     q = p.qnorm_NQ;
     k = p.knorm_NK;
   }
@@ -203,7 +203,8 @@ void Decoder::run(Pass& p, const int32_t* tokens, bool all_rows) {
     ops::rmsnorm_forward(p.h_ND, p.rstd_N, p.x_ND, input_layernorm_[size_t(l)].weight, eps);
     attend(p, l, p.branch_ND);
     ops::add(p.x_ND, p.x_ND, p.branch_ND);
-    ops::rmsnorm_forward(p.h_ND, p.rstd_N, p.x_ND, post_attention_layernorm_[size_t(l)].weight, eps);
+    ops::rmsnorm_forward(p.h_ND, p.rstd_N, p.x_ND, post_attention_layernorm_[size_t(l)].weight,
+                         eps);
     if (p.moe[size_t(l)])
       p.moe[size_t(l)]->forward(p.branch_ND, p.h_ND);
     else

@@ -92,7 +92,8 @@ TEST_CASE("decoder: incremental logits equal the full-sequence forward") {
     auto close = [&](const float* got, int64_t row) {
       const float* want = logits.f32() + row * vocab;
       double worst = 0;
-      for (int64_t i = 0; i < vocab; ++i) worst = std::max(worst, double(std::fabs(got[i] - want[i])));
+      for (int64_t i = 0; i < vocab; ++i)
+        worst = std::max(worst, double(std::fabs(got[i] - want[i])));
       return worst;
     };
     // A prompt of 10 tokens (two chunks of 4, then two single steps), then one token at a time.

@@ -18,7 +18,8 @@ using nlohmann::json;
 namespace {
 
 std::string sample(const std::string& task) {
-  return (std::filesystem::path(__FILE__).parent_path().parent_path() / "eval/tasks" / (task + ".jsonl"))
+  return (std::filesystem::path(__FILE__).parent_path().parent_path() / "eval/tasks" /
+          (task + ".jsonl"))
       .string();
 }
 
@@ -38,7 +39,8 @@ std::string oracle(const json& item, const std::string& prompt) {
     return answer.append(item["answer"].get<std::string>());
   if (item.contains("request")) {
     if (prompt.ends_with("JSON:")) return answer.append(item["answer"].dump());
-    for (const json& r : item["relevant"]) answer.append(std::to_string(r.get<int>() + 1)).append(" ");
+    for (const json& r : item["relevant"])
+      answer.append(std::to_string(r.get<int>() + 1)).append(" ");
     return answer;
   }
   int64_t gpus = item["gpus"];
@@ -74,9 +76,9 @@ TEST_CASE("eval: command and token metrics") {
 TEST_CASE("eval: the KQL subset accepts the sample answers and rejects broken queries") {
   for (const TaskItem& item : read_task_file(sample("nl2kql"), 0, aimicius_task("nl2kql").validate))
     CHECK(kql::syntax_error(item.json["answer"]) == "");
-  for (const char* bad : {"T | where", "T | take x", "T | frobnicate x", "T |", "T | where a == 'b",
-                          "T | top 5 Col", "cluster('c').T | count", "T | where (a > 1", "",
-                          "T | join (U) Key", "T | sort Col"})
+  for (const char* bad :
+       {"T | where", "T | take x", "T | frobnicate x", "T |", "T | where a == 'b", "T | top 5 Col",
+        "cluster('c').T | count", "T | where (a > 1", "", "T | join (U) Key", "T | sort Col"})
     CHECK_MESSAGE(kql::syntax_error(bad) != "", bad);
   CHECK(kql::syntax_error("T | mv-expand Tags | project-away X | count") == "");
   kql::Entities e = kql::entities(
@@ -102,7 +104,8 @@ TEST_CASE("eval: the all-gather simulator times valid plans and rejects invalid 
   CHECK(direct.time_us == doctest::Approx(1002.0));
   // Two transfers on one link share it.
   Plan shared = {{{0, 1, 0}, {2, 3, 2}}, {{0, 1, 0}}};
-  std::optional<Plan> parsed = parse_plan("x = 1\nplan = " + plan_literal(direct_plan(4)).substr(7), nullptr);
+  std::optional<Plan> parsed =
+      parse_plan("x = 1\nplan = " + plan_literal(direct_plan(4)).substr(7), nullptr);
   REQUIRE(parsed);
   CHECK(simulate(topo, *parsed).time_us == doctest::Approx(1002.0));
   Plan not_held = {{{0, 1, 2}}};

@@ -43,7 +43,8 @@ int logits(const std::string& ckpt, const std::string& ids_file, const std::stri
   std::fill_n(full.targets().i32(), t, -1);
   full.forward();
   std::ofstream(out + ".logits", std::ios::binary)
-      .write(reinterpret_cast<const char*>(full.logits().f32()), std::streamsize(full.logits().bytes()));
+      .write(reinterpret_cast<const char*>(full.logits().f32()),
+             std::streamsize(full.logits().bytes()));
 
   LoadedDecoder loaded(model, t + n_new, 4);
   Sampler greedy({});
@@ -88,7 +89,8 @@ int same_weights(const std::string& a_path, const std::string& b_path) {
 int main(int argc, char** argv) {
   try {
     std::string mode = argc > 1 ? argv[1] : "";
-    if (mode == "logits" && argc == 6) return logits(argv[2], argv[3], argv[4], std::stoll(argv[5]));
+    if (mode == "logits" && argc == 6)
+      return logits(argv[2], argv[3], argv[4], std::stoll(argv[5]));
     if (mode == "same-weights" && argc == 4) return same_weights(argv[2], argv[3]);
     fmt::print(stderr, "usage: model_tool logits CKPT IDS OUT N | same-weights A B\n");
     return 2;
