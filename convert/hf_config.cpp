@@ -244,7 +244,9 @@ ImportedConfig model_config_from_hf(const json& j, const std::string& shown) {
   a.n_k = a.n_v = r.get_or<int64_t>("num_key_value_heads", a.n_q);
   a.qk_norm = out.arch != HfArchitecture::kLlama;
   if (out.arch == HfArchitecture::kQwen3Moe) {
-    m.n_experts = r.get<int64_t>("num_experts");
+    // transformers 5 saves the expert count as num_local_experts, 4.x as num_experts.
+    m.n_experts = j.contains("num_local_experts") ? r.get<int64_t>("num_local_experts")
+                                                  : r.get<int64_t>("num_experts");
     m.d_expert = r.get<int64_t>("moe_intermediate_size");
     m.top_k = {r.get<int64_t>("num_experts_per_tok")};
     m.renormalize = r.get_or<bool>("norm_topk_prob", false);

@@ -12,6 +12,10 @@ KV-cache decoder) written by test/tools/model_tool:
   - the tokenizer files must encode a text to the ids sigma's tokenizer gives (PREFIX.text
     and PREFIX.ids hold that text and sigma's ids when present).
 Exit 0 when all pass, 1 when any differs, 2 on a setup problem. Prints one line per model.
+
+    hf_transformers_check.py HF_DIR:PREFIX:ARCH:TOL...
+    hf_transformers_check.py make OUT_DIR ARCH    (a small random model saved by transformers,
+                                                   for sigma convert --from hf to import)
 """
 import os
 import sys
@@ -50,9 +54,9 @@ def check(spec):
                                          or got[-1:] == [eos])
     if not agree:
         problems.append(f"greedy tokens {got} against sigma's {want}")
-    tokenizer = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=True)
     try:
         text = open(prefix + ".text", encoding="utf-8").read()
+        tokenizer = AutoTokenizer.from_pretrained(hf_dir, trust_remote_code=True)
         if tokenizer.encode(text, add_special_tokens=False) != ids:
             problems.append("the tokenizer encodes the text differently")
     except FileNotFoundError:
@@ -63,10 +67,30 @@ def check(spec):
     return not problems
 
 
+def make(out_dir, arch):
+    """Saves a small random ARCH model with transformers' own save_pretrained (for import)."""
+    common = dict(vocab_size=320, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-6,
+                  max_position_embeddings=64, tie_word_embeddings=False, initializer_range=0.1)
+    torch.manual_seed(0)
+    if arch == "LlamaForCausalLM":
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**common))
+    elif arch == "Qwen3MoeForCausalLM":
+        model = transformers.Qwen3MoeForCausalLM(transformers.Qwen3MoeConfig(
+            **common, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=16,
+            norm_topk_prob=True, mlp_only_layers=[0]))
+    else:
+        raise SystemExit(f"make: unknown architecture {arch}")
+    model.save_pretrained(out_dir)
+    return 0
+
+
 def main():
     if len(sys.argv) < 2:
         print(__doc__)
         return 2
+    if sys.argv[1] == "make":
+        return make(sys.argv[2], sys.argv[3])
     print(f"torch {torch.__version__}, transformers {transformers.__version__}")
     results = [check(spec) for spec in sys.argv[1:]]
     return 0 if all(results) else 1

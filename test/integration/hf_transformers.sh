@@ -2,8 +2,9 @@
 # two steps, exported (sigma convert --to hf), loaded by transformers (native Llama, Qwen3 and
 # Qwen3-MoE where the model is exactly one, our modeling_sigma.py otherwise) whose logits and
 # greedy tokens must match sigma's; the export is imported back (--from hf) and must give the
-# same weights bit for bit, and training resumes from the import. A negative control checks
-# that a mismatch is caught. Skips (exit 77) where torch and transformers cannot be imported.
+# same weights bit for bit, and training resumes from the import. Models saved by
+# transformers itself (Llama, Qwen3-MoE) are imported and must give transformers' logits.
+# A negative control checks that a mismatch is caught. Skips (exit 77) where torch and transformers cannot be imported.
 source "$(dirname "$0")/common.bash"
 SCRATCH=$(realpath "$SCRATCH")
 PYTHON=${SIGMA_HF_PYTHON:-python3}
@@ -46,6 +47,17 @@ export_check qwen3moe recipes/tiny/moe.toml Qwen3MoeForCausalLM --set model.moe.
 "$SIGMA" convert "$SCRATCH/dense" --to hf "$SCRATCH/dense-bf16" --dtype bf16 --shard-size 0.1 > /dev/null
 [[ -f "$SCRATCH/dense-bf16/model.safetensors.index.json" ]] || die "the bf16 export is not sharded"
 specs+=("$SCRATCH/dense-bf16:$SCRATCH/dense:SigmaForCausalLM:2e-2")
+
+# Models saved by transformers itself (its own file layout, e.g. its expert format) imported.
+for arch in LlamaForCausalLM Qwen3MoeForCausalLM; do
+  "$PYTHON" test/crosscheck/hf_transformers_check.py make "$SCRATCH/saved-$arch" "$arch" ||
+    die "transformers could not save a $arch"
+  "$SIGMA" convert "$SCRATCH/saved-$arch" --from hf "$SCRATCH/imported-$arch" > /dev/null ||
+    die "import of a $arch saved by transformers failed"
+  cp "$SCRATCH/prompt.ids" "$SCRATCH/imported-$arch.ids"
+  "$TOOL" logits "$SCRATCH/imported-$arch" "$SCRATCH/prompt.ids" "$SCRATCH/imported-$arch" 8
+  specs+=("$SCRATCH/saved-$arch:$SCRATCH/imported-$arch:$arch:1e-4")
+done
 
 "$PYTHON" test/crosscheck/hf_transformers_check.py "${specs[@]}" || die "transformers differs from sigma"
 
