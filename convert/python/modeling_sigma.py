@@ -50,7 +50,8 @@ def _rotate_half(x):
 
 def _rope(positions, dim, theta, dtype):
     """cos, sin [B, 1, T, dim] for rotate-half RoPE at integer positions [B, T]."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim))
+    exponents = torch.arange(0, dim, 2, dtype=torch.float32, device=positions.device) / dim
+    inv_freq = 1.0 / (theta ** exponents)
     angles = positions.float()[..., None] * inv_freq
     angles = torch.cat((angles, angles), dim=-1)[:, None]
     return angles.cos().to(dtype), angles.sin().to(dtype)
@@ -131,7 +132,8 @@ class SigmaAttention(nn.Module):
     def __init__(self, config, layer):
         super().__init__()
         self.layer = layer
-        self.n_q, self.n_k, self.n_v = config.num_attention_heads, config.num_key_heads, config.num_value_heads
+        self.n_q = config.num_attention_heads
+        self.n_k, self.n_v = config.num_key_heads, config.num_value_heads
         self.d_qk, self.d_v = config.head_dim, config.v_head_dim
         self.theta = config.rope_theta
         d = config.hidden_size
@@ -179,7 +181,10 @@ class SigmaDecoderLayer(nn.Module):
         self.self_attn = SigmaAttention(config, layer)
         self.post_attention_layernorm = SigmaRMSNorm(config.hidden_size, config.rms_norm_eps)
         moe = config.num_experts > 0 and layer >= config.first_k_dense_layers
-        self.mlp = SigmaMoE(config, layer) if moe else SigmaMLP(config.hidden_size, config.intermediate_size)
+        if moe:
+            self.mlp = SigmaMoE(config, layer)
+        else:
+            self.mlp = SigmaMLP(config.hidden_size, config.intermediate_size)
 
     def forward(self, x, cos, sin, mask, cache):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache)
@@ -204,7 +209,8 @@ class SigmaModel(SigmaPreTrainedModel):
     def __init__(self, config):
         super().__init__(config)
         self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(SigmaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            SigmaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.norm = SigmaRMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_init()
 
@@ -218,7 +224,8 @@ class SigmaModel(SigmaPreTrainedModel):
         # Causal over the cached positions too; padding (attention_mask == 0) is masked out.
         keys = torch.arange(past + t, device=x.device)
         mask = torch.zeros(b, 1, t, past + t, device=x.device)
-        mask = mask.masked_fill(keys[None, :] > (past + torch.arange(t, device=x.device))[:, None], float("-inf"))
+        queries = past + torch.arange(t, device=x.device)
+        mask = mask.masked_fill(keys[None, :] > queries[:, None], float("-inf"))
         if attention_mask is not None:
             mask = mask.masked_fill(attention_mask[:, None, None, : past + t] == 0, float("-inf"))
         for layer in self.layers:
@@ -227,7 +234,10 @@ class SigmaModel(SigmaPreTrainedModel):
 
 
 class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"} if _V5 else ["lm_head.weight"]
+    if _V5:
+        _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    else:
+        _tied_weights_keys = ["lm_head.weight"]
 
     def __init__(self, config):
         super().__init__(config)
@@ -253,6 +263,9 @@ class SigmaForCausalLM(SigmaPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden)
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100)
-        key = "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
+            loss = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
+                                   ignore_index=-100)
+        # transformers 5 names the output's cache `cache`, 4.x `past_key_values`.
+        fields = CausalLMOutputWithPast.__dataclass_fields__
+        key = "cache" if "cache" in fields else "past_key_values"
         return CausalLMOutputWithPast(loss=loss, logits=logits, **{key: cache if use_cache else None})

@@ -33,7 +33,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 def check(spec):
     hf_dir, prefix, arch, tol = spec.rsplit(":", 3)
     ids = [int(t) for t in open(prefix + ".ids").read().split()]
-    model = AutoModelForCausalLM.from_pretrained(hf_dir, trust_remote_code=True, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, trust_remote_code=True,
+                                                 dtype=torch.float32)
     model.eval()
     problems = []
     if type(model).__name__ != arch:
@@ -43,7 +44,8 @@ def check(spec):
     sigma = np.fromfile(prefix + ".logits", dtype=np.float32).reshape(logits.shape)
     err, scale = float(np.abs(logits - sigma).max()), float(np.abs(sigma).max())
     if not err <= float(tol) * scale:
-        problems.append(f"logits differ by {err:.3g} (scale {scale:.3g}, bound {float(tol) * scale:.3g})")
+        bound = float(tol) * scale
+        problems.append(f"logits differ by {err:.3g} (scale {scale:.3g}, bound {bound:.3g})")
     want = [int(t) for t in open(prefix + ".greedy").read().split()]
     with torch.no_grad():
         out = model.generate(torch.tensor([ids]), max_new_tokens=len(want), do_sample=False,
