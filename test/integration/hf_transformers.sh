@@ -1,5 +1,5 @@
-# Hugging Face export and import, checked with the real client: each model below is trained for
-# two steps, exported (sigma convert --to hf), loaded by transformers (native Llama, Qwen3 and
+# Hugging Face export and import, checked with the real client: each model below (byte-level,
+# and one with a BPE tokenizer.json that must encode as sigma does) is trained for two steps, exported (sigma convert --to hf), loaded by transformers (native Llama, Qwen3 and
 # Qwen3-MoE where the model is exactly one, our modeling_sigma.py otherwise) whose logits and
 # greedy tokens must match sigma's; the export is imported back (--from hf) and must give the
 # same weights bit for bit, and training resumes from the import. Models saved by
@@ -20,6 +20,9 @@ train=(--set "data.sources=[{path=\"$SCRATCH/data\",weight=1.0}]" --set train.st
 text='Sigma: DiffQKV keeps K and V apart; caf'$'\xc3\xa9'' 42'
 printf '%s' "$text" > "$SCRATCH/prompt.text"
 od -An -tu1 -v "$SCRATCH/prompt.text" | tr -s ' \n' ' ' > "$SCRATCH/prompt.ids"  # byte ids
+# A BPE run: its tokenizer.json travels with the export.
+"$SIGMA" data train-tokenizer core models --vocab-size 384 --out "$SCRATCH/bpe.json" > /dev/null
+"$SIGMA" data prepare core models --tokenizer "$SCRATCH/bpe.json" --out "$SCRATCH/data-bpe" > /dev/null
 
 specs=()
 export_check() {  # NAME RECIPE ARCH [--set key=value]...
@@ -28,8 +31,8 @@ export_check() {  # NAME RECIPE ARCH [--set key=value]...
   "$SIGMA" train "$recipe" "${train[@]}" "$@" --out "$run" > "$run.train.log" 2>&1 ||
     { cat "$run.train.log"; die "training $name failed"; }
   "$SIGMA" convert "$run" --to hf "$run-hf" || die "export of $name failed"
-  cp "$SCRATCH/prompt.ids" "$run.ids"
   cp "$SCRATCH/prompt.text" "$run.text"
+  "$TOOL" encode "$run" "$run.text" > "$run.ids" || die "model_tool encode $name failed"
   "$TOOL" logits "$run" "$run.ids" "$run" 8 || die "model_tool logits $name failed"
   "$SIGMA" convert "$run-hf" --from hf "$run-back" > /dev/null || die "import of $name failed"
   "$TOOL" same-weights "$run" "$run-back" || die "$name: export + import changed the weights"
@@ -40,6 +43,8 @@ export_check llama recipes/tiny/gqa-qknorm.toml LlamaForCausalLM --set model.att
 export_check qwen3 recipes/tiny/gqa-qknorm.toml Qwen3ForCausalLM --set model.tie_embeddings=false
 export_check moe recipes/tiny/moe.toml SigmaForCausalLM --set model.moe.score=sigmoid \
   --set model.moe.bias_update_rate=0.01
+export_check bpe recipes/tiny/dense.toml SigmaForCausalLM --set model.vocab_size=384 \
+  --set "data.tokenizer=\"$SCRATCH/bpe.json\"" --set "data.sources=[{path=\"$SCRATCH/data-bpe\",weight=1.0}]"
 export_check qwen3moe recipes/tiny/moe.toml Qwen3MoeForCausalLM --set model.moe.n_shared_experts=0 \
   --set model.moe.d_shared_expert=0 --set 'model.moe.phases=[]' --set 'model.moe.top_k=[2]'
 

@@ -6,6 +6,8 @@
 //       IDS_FILE: whitespace-separated token ids. Writes OUT_PREFIX.logits (f32 [T, V] raw,
 //       from the full-sequence Transformer forward) and OUT_PREFIX.greedy (the ids of N_NEW
 //       greedy tokens from the KV-cache decoder, space-separated).
+//   model_tool encode CKPT TEXT_FILE
+//       prints the ids the run's tokenizer gives the file's text, space-separated.
 //   model_tool same-weights CKPT_A CKPT_B
 //       exit 0 when every parameter and state tensor has the same name, shape and bits;
 //       else prints the first difference and exits 1.
@@ -59,6 +61,16 @@ int logits(const std::string& ckpt, const std::string& ids_file, const std::stri
   return 0;
 }
 
+int encode(const std::string& ckpt, const std::string& text_file) {
+  TrainedModel model(ckpt);
+  std::ifstream in(text_file, std::ios::binary);
+  std::string text{std::istreambuf_iterator<char>(in), {}};
+  std::string out;
+  for (int32_t id : model.tokenizer().encode(text)) out += fmt::format("{}{}", out.empty() ? "" : " ", id);
+  fmt::print("{}\n", out);
+  return 0;
+}
+
 int same_weights(const std::string& a_path, const std::string& b_path) {
   TrainedModel a(a_path), b(b_path);
   auto tensors = [](TrainedModel& m) {
@@ -91,8 +103,9 @@ int main(int argc, char** argv) {
     std::string mode = argc > 1 ? argv[1] : "";
     if (mode == "logits" && argc == 6)
       return logits(argv[2], argv[3], argv[4], std::stoll(argv[5]));
+    if (mode == "encode" && argc == 4) return encode(argv[2], argv[3]);
     if (mode == "same-weights" && argc == 4) return same_weights(argv[2], argv[3]);
-    fmt::print(stderr, "usage: model_tool logits CKPT IDS OUT N | same-weights A B\n");
+    fmt::print(stderr, "usage: model_tool logits CKPT IDS OUT N | encode CKPT TEXT | same-weights A B\n");
     return 2;
   } catch (const std::exception& e) {
     fmt::print(stderr, "model_tool: {}\n", e.what());
