@@ -165,8 +165,9 @@ std::string import_hf(const std::string& hf_dir, const std::string& out_run) {
   std::ofstream(recipe_path, std::ios::trunc) << recipe.resolved_toml;
   return fmt::format(
       "{} ({}) -> {}: {} parameter tensors; continue with: sigma train {} --set "
-      "data.sources=[...] --resume auto",
-      hf_dir, hf_architecture_name(imported.arch), dir, params.list().size(), recipe_path);
+      "data.sources=[...] --resume auto (or --resume {} from a recipe of your own)",
+      hf_dir, hf_architecture_name(imported.arch), dir, params.list().size(), recipe_path,
+      recipe.checkpoint.dir);
 }
 
 }  // namespace sigma
