@@ -35,6 +35,14 @@ for metric in exact_match cmd_score all_fields result_accuracy code_detected pla
   grep -q " $metric " "$SCRATCH/aimicius.txt" || die "aimicius: no $metric in the table"
 done
 
+# CMDGen-style items from the man pages, where this machine has them.
+if [[ -e /usr/share/man/man1/ls.1.gz || -e /usr/share/man/man1/ls.1 ]]; then
+  scripts/cmdgen-from-man --commands ls --per-command 3 --out "$SCRATCH/cmdgen-man.jsonl" 2> /dev/null
+  [[ $(grep -c '"answer": "ls -' "$SCRATCH/cmdgen-man.jsonl") -eq 3 ]] || die "cmdgen-from-man: $(cat "$SCRATCH/cmdgen-man.jsonl")"
+  ev --bench aimicius:cmdgen --data "$SCRATCH/cmdgen-man.jsonl" --max-new-tokens 8 | grep -q "exact_match_generic" ||
+    die "the generated CMDGen items did not evaluate"
+fi
+
 # Bad input.
 expect_user_error "unknown bench" "$SIGMA" eval "$SCRATCH/run" --bench nope
 expect_user_error "unknown task" "$SIGMA" eval "$SCRATCH/run" --bench aimicius:nope
