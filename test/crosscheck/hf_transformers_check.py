@@ -8,7 +8,8 @@ KV-cache decoder) written by test/tools/model_tool:
     few layers in another summation order differs by ~1e-6 relative, so 1e-4 is tight yet
     safe; a bf16 export is held to bf16's 2^-8 relative rounding of every weight (2e-2),
   - greedy generate() (its own DynamicCache, K and V of different head counts) must produce
-    sigma's tokens, up to the end-of-document id where transformers stops,
+    sigma's tokens, up to the end-of-document id where transformers stops (fp32 only: at
+    bf16's tolerance two near-equal logits may swap),
   - the tokenizer files must encode a text to the ids sigma's tokenizer gives (PREFIX.text
     and PREFIX.ids hold that text and sigma's ids when present).
 Exit 0 when all pass, 1 when any differs, 2 on a setup problem. Prints one line per model.
@@ -54,7 +55,8 @@ def check(spec):
     eos = model.generation_config.eos_token_id
     agree = got == want[: len(got)] and (len(got) == len(want) or want[len(got)] == eos
                                          or got[-1:] == [eos])
-    if not agree:
+    # Past fp32 tolerances two near-equal logits may swap: the tokens are then not compared.
+    if not agree and float(tol) <= 1e-3:
         problems.append(f"greedy tokens {got} against sigma's {want}")
     try:
         text = open(prefix + ".text", encoding="utf-8").read()
