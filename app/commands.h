@@ -8,5 +8,8 @@ namespace sigma::app {
 void add_train_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_data_command(CLI::App& app);
+void add_generate_command(CLI::App& app);
+void add_convert_command(CLI::App& app);
+void add_eval_command(CLI::App& app);
 
 }  // namespace sigma::app

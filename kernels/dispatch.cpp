@@ -228,6 +228,24 @@ void attention_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor
   SIGMA_ROUTE(c.device(), attention_backward, d_q, d_k, d_v, d_out, q, k, v, out, lse);
 }
 
+void attention_cached_forward(Tensor out, Tensor q, Tensor k, Tensor v) {
+  Check c("attention_cached_forward", {out, q, k, v});
+  c.activations({{out, "out"}, {q, "q"}, {k, "k"}, {v, "v"}});
+  c.rank({q, "q"}, 4);
+  c.rank({k, "k"}, 4);
+  c.rank({v, "v"}, 4);
+  int64_t b = q.size(0), t_q = q.size(1), t_k = k.size(1), n_q = q.size(2);
+  int64_t n_k = k.size(2), n_v = v.size(2);
+  SIGMA_CHECK(t_k >= t_q, "attention_cached_forward: {} keys for {} queries", t_k, t_q);
+  c.shape({k, "k"}, {b, t_k, n_k, q.size(3)});
+  c.shape({v, "v"}, {b, t_k, n_v, v.size(3)});
+  SIGMA_CHECK(n_k > 0 && n_v > 0 && n_q % n_k == 0 && n_q % n_v == 0,
+              "attention_cached_forward: n_q {} must be a multiple of n_k {} and of n_v {}", n_q,
+              n_k, n_v);
+  c.shape({out, "out"}, {b, t_q, n_q, v.size(3)});
+  SIGMA_ROUTE(c.device(), attention_cached_forward, out, q, k, v);
+}
+
 void swiglu_forward(Tensor out, Tensor gate, Tensor up) {
   Check c("swiglu_forward", {out, gate, up});
   c.activations({{out, "out"}, {gate, "gate"}, {up, "up"}});

@@ -52,6 +52,12 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v);
 void attention_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q, Tensor k,
                         Tensor v, Tensor out, Tensor lse);
 
+// Attention of new queries over a KV cache (generation; models/decoder.h). q [B, Tq, n_q, d_qk],
+// k [B, Tk, n_k, d_qk], v [B, Tk, n_v, d_v] with Tk >= Tq: the queries are the last Tq positions,
+// so query t sees keys 0 .. Tk - Tq + t. out [B, Tq, n_q, d_v]. Head mapping and scale as
+// attention_forward, whose rows it reproduces when Tq == Tk. Forward only (no lse).
+void attention_cached_forward(Tensor out, Tensor q, Tensor k, Tensor v);
+
 // --- SwiGLU ------------------------------------------------------------------------------
 // out = silu(gate) * up, elementwise, all [N, F].
 void swiglu_forward(Tensor out, Tensor gate, Tensor up);

@@ -48,6 +48,8 @@ class Attention {
       : config_(config), batch_(batch), seq_len_(seq_len) {}
 
   void bind_params(ParameterSet& params, const std::string& prefix);
+  // The bound weights, for the cached decoding path (models/decoder.cpp).
+  const AttentionParams& params() const { return p_; }
   void layout_acts(Arena& arena, const std::string& category);
   static AttentionGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens);
 

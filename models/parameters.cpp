@@ -29,6 +29,14 @@ void ParameterSet::allocate() {
   cursor_ = 0;
 }
 
+void ParameterSet::rebind() {
+  SIGMA_CHECK(allocated(), "rebind before allocate");
+  values_.rewind(0);
+  weights_.rewind(0);
+  grads_.rewind(0);
+  cursor_ = 0;
+}
+
 void ParameterSet::initialize(uint64_t seed) {
   SIGMA_CHECK(allocated() && cursor_ == params_.size(), "initialize before binding");
   for (const ParamInfo& info : params_) {

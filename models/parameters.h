@@ -43,6 +43,10 @@ class ParameterSet {
   // Allocates values and gradients; the model must then run its layout pass again.
   void allocate();
   bool allocated() const { return values_.allocated(); }
+  // After allocate(): another binding pass over the same tensors, for a second model
+  // structure over the same weights (the decoder of models/decoder.h beside the trainer's).
+  // It must add the same names in the same order; add() checks that.
+  void rebind();
 
   // Fills every value from its init rule. Each tensor draws from its own stream, seeded by
   // (seed, name), so adding a parameter never changes the others' initial values.

@@ -148,5 +148,38 @@ TEST_CASE("cuda attention: forward and backward are deterministic") {
   }
 }
 
+
+// The decoding kernel (attention_cached.cu): a few queries at the end of a longer cache.
+TEST_CASE("cuda attention: cached attention over a KV cache matches the CPU") {
+  SIGMA_REQUIRE_GPU();
+  struct CachedCase {
+    int64_t batch, t_q, t_k, n_q, n_k, n_v, d_qk, d_v;
+  };
+  const CachedCase cases[] = {
+      {1, 1, 1, 32, 4, 16, 64, 64},      // the first decoding step
+      {1, 1, 777, 32, 4, 16, 64, 64},    // one query over a long cache, Sigma-1.5B heads
+      {2, 5, 300, 8, 2, 4, 128, 96},     // a chunk of queries, d_qk != d_v, B > 1
+      {1, 64, 64, 12, 4, 6, 256, 256},   // prefill of a whole prompt, the widest head dim
+  };
+  uint64_t seed = 500;
+  for (const CachedCase& c : cases) {
+    const Shape q_shape{c.batch, c.t_q, c.n_q, c.d_qk}, k_shape{c.batch, c.t_k, c.n_k, c.d_qk};
+    const Shape v_shape{c.batch, c.t_k, c.n_v, c.d_v}, o_shape{c.batch, c.t_q, c.n_q, c.d_v};
+    auto q = random_bf16(q_shape.numel(), seed += 10), k = random_bf16(k_shape.numel(), seed + 1);
+    auto v = random_bf16(v_shape.numel(), seed + 2);
+    std::vector<float> out(size_t(o_shape.numel()));
+    cpu::attention_cached_forward(cpu_view(out, o_shape), cpu_view(q, q_shape),
+                                  cpu_view(k, k_shape), cpu_view(v, v_shape));
+    auto gout = poisoned(o_shape, DType::kBF16);
+    ops::attention_cached_forward(gout, to_device(q, q_shape, DType::kBF16),
+                                  to_device(k, k_shape, DType::kBF16),
+                                  to_device(v, v_shape, DType::kBF16));
+    double e_out = rel_error(to_host(gout), out);
+    MESSAGE("cached B" << c.batch << " Tq" << c.t_q << " Tk" << c.t_k << " d " << c.d_qk << "/"
+                       << c.d_v << ": out " << e_out);
+    CHECK(e_out < kBf16Out);
+  }
+}
+
 }  // namespace
 }  // namespace sigma

@@ -27,6 +27,7 @@ void rope_backward(Tensor d_inp, Tensor d_out, Tensor positions, float theta);
 void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v);
 void attention_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q, Tensor k,
                         Tensor v, Tensor out, Tensor lse);
+void attention_cached_forward(Tensor out, Tensor q, Tensor k, Tensor v);
 
 void swiglu_forward(Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
