@@ -36,7 +36,8 @@ const schema::Section<Recipe>& recipe_schema() {
           .table("lr_scheduler", &Recipe::lr_scheduler, lr_scheduler_section())
           .table("checkpoint", &Recipe::checkpoint, checkpoint_section())
           .table("eval", &Recipe::eval, eval_section())
-          .table("log", &Recipe::log, log_section());
+          .table("log", &Recipe::log, log_section())
+          .table("guard", &Recipe::guard, guard_section());
   return schema;
 }
 
