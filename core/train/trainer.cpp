@@ -128,7 +128,10 @@ class Trainer {
     fs::create_directories(recipe_.run.out_dir);
     std::vector<nlohmann::json> skipped;  // checkpoints --resume auto found damaged
     std::optional<LoadedCheckpoint> resumed = restore(skipped);
-    log_.emplace(recipe_.run.out_dir, resumed ? resumed->step : -1);
+    // --resume auto without a checkpoint restarts from step 0: rows of an earlier attempt
+    // that never reached a checkpoint are dropped too.
+    int64_t resume_step = resumed ? resumed->step : options_.resume == "auto" ? 0 : -1;
+    log_.emplace(recipe_.run.out_dir, resume_step);
     for (const nlohmann::json& row : skipped) {
       log_->line(fmt::format("warning: skipped checkpoint {}: {}", std::string(row["checkpoint"]),
                              std::string(row["reason"])));
