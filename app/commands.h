@@ -8,5 +8,6 @@ namespace sigma::app {
 void add_train_command(CLI::App& app);
 void add_info_command(CLI::App& app);
 void add_data_command(CLI::App& app);
+void add_report_command(CLI::App& app);
 
 }  // namespace sigma::app

@@ -12,6 +12,7 @@ int main(int argc, char** argv) {
   sigma::app::add_train_command(app);
   sigma::app::add_info_command(app);
   sigma::app::add_data_command(app);
+  sigma::app::add_report_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
