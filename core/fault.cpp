@@ -9,6 +9,7 @@
 #include <charconv>
 #include <chrono>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -69,7 +70,7 @@ struct Faults {
 
 Faults& faults() {
   static Faults* parsed = [] {
-    auto* f = new Faults;  // never destroyed: a point may be passed during exit
+    auto f = std::make_unique<Faults>();
     const char* env = std::getenv("SIGMA_FAULTS");
     std::string_view spec = env ? env : "";
     while (!spec.empty()) {
@@ -78,7 +79,7 @@ Faults& faults() {
       if (!text.empty()) f->items.push_back(parse_item(text));
       spec = comma == std::string_view::npos ? "" : spec.substr(comma + 1);
     }
-    return f;
+    return f.release();  // never destroyed: a point may be passed during exit
   }();
   return *parsed;
 }
