@@ -64,8 +64,12 @@ void print_info(const Recipe& recipe) {
   fmt::print("batch       micro-batch {} x {} tokens, global {} tokens\n", recipe.train.micro_batch,
              recipe.data.seq_len, recipe.train.global_batch_tokens);
   fmt::print("memory per rank (fp32 CPU engine, 1 rank):\n");
+  auto categories = plan.bytes;
+  // The background checkpoint writer's host copy of the state (core/checkpoint/async_writer.h).
+  if (recipe.checkpoint.async)
+    categories["checkpoint copy"] = plan.bytes.at("weights") + plan.bytes.at("optimizer state");
   size_t total = 0;
-  for (const auto& [category, bytes] : plan.bytes) {
+  for (const auto& [category, bytes] : categories) {
     fmt::print("  {:<18} {:>12}\n", category, human_bytes(double(bytes)));
     total += bytes;
   }
