@@ -22,10 +22,10 @@ enum class Action { kKill, kPause, kStep };
 
 struct Item {
   Action action = Action::kStep;
-  std::string name;    // the point, or the step fault's kind
-  int64_t at = 1;      // the K-th pass of a point, or the step
-  int64_t times = 1;   // step faults: how many attempts of the step see it
-  int64_t seen = 0;    // passes (points) or attempts (steps) counted so far
+  std::string name;   // the point, or the step fault's kind
+  int64_t at = 1;     // the K-th pass of a point, or the step
+  int64_t times = 1;  // step faults: how many attempts of the step see it
+  int64_t seen = 0;   // passes (points) or attempts (steps) counted so far
 };
 
 int64_t parse_count(std::string_view text, std::string_view item) {
@@ -39,8 +39,7 @@ int64_t parse_count(std::string_view text, std::string_view item) {
 Item parse_item(std::string_view text) {
   size_t at = text.find('@');
   if (at == std::string_view::npos)
-    fail("SIGMA_FAULTS: '{}': expected KIND@WHERE, e.g. kill@checkpoint.index or nan_loss@7",
-         text);
+    fail("SIGMA_FAULTS: '{}': expected KIND@WHERE, e.g. kill@checkpoint.index or nan_loss@7", text);
   Item item;
   std::string_view kind = text.substr(0, at), where = text.substr(at + 1);
   if (kind == "kill" || kind == "pause") {
@@ -55,9 +54,10 @@ Item parse_item(std::string_view text) {
     item.at = parse_count(where.substr(0, x), text);
     if (x != std::string_view::npos) item.times = parse_count(where.substr(x + 1), text);
   } else {
-    fail("SIGMA_FAULTS: '{}': unknown kind '{}'; allowed: kill, pause, nan_loss, nan_grad, "
-         "loss_spike, grad_spike",
-         text, kind);
+    fail(
+        "SIGMA_FAULTS: '{}': unknown kind '{}'; allowed: kill, pause, nan_loss, nan_grad, "
+        "loss_spike, grad_spike",
+        text, kind);
   }
   if (item.name.empty()) fail("SIGMA_FAULTS: '{}': nothing after '@'", text);
   return item;

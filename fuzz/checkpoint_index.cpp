@@ -40,7 +40,8 @@ class Bytes {
     return s;
   }
   std::string_view rest() const {
-    return {reinterpret_cast<const char*>(data_) + std::min(at_, size_), size_ - std::min(at_, size_)};
+    return {reinterpret_cast<const char*>(data_) + std::min(at_, size_),
+            size_ - std::min(at_, size_)};
   }
 
  private:
@@ -86,8 +87,7 @@ void write_structured_index(const std::string& path, Bytes& in) {
   if (in.bit()) h5::set_int(file, "world_size", in.integer(1));
   if (in.bit()) h5::set_string(file, "recipe", in.text(40));
   std::vector<RankRow> ranks(in.u8() % 5);
-  for (RankRow& row : ranks)
-    row = {int32_t(in.integer(1)), in.integer(4), uint32_t(in.integer(4))};
+  for (RankRow& row : ranks) row = {int32_t(in.integer(1)), in.integer(4), uint32_t(in.integer(4))};
   int layout = in.u8() % 3;
   if (in.bit()) {
     h5::Object type = rank_row_type(path, layout);
@@ -103,8 +103,8 @@ void write_structured_index(const std::string& path, Bytes& in) {
     std::string name = pick == 0 ? "model/w" : pick == 1 ? "optim/m/w" : in.text(12);
     std::vector<SliceRow> slices(in.u8() % 4);
     for (SliceRow& s : slices) s = {int32_t(in.integer(1)), in.integer(2), in.integer(2)};
-    h5::Object table = h5::write_table(file, "tensors/" + name, slice_type, slices.size(),
-                                       slices.data());
+    h5::Object table =
+        h5::write_table(file, "tensors/" + name, slice_type, slices.size(), slices.data());
     std::vector<int64_t> dims(in.u8() % 6);
     for (int64_t& d : dims) d = in.integer(2);
     if (!dims.empty()) h5::set_ints(table, "global_shape", dims);

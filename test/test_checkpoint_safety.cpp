@@ -62,7 +62,8 @@ void flip_byte(const std::string& path) {
 
 std::vector<float> load_w(const std::string& dir) {
   std::vector<float> values(6);
-  std::vector<CheckpointTensor> into = {{"model/w", Tensor{values.data(), Shape{2, 3}}, Shape{2, 3}, 0}};
+  std::vector<CheckpointTensor> into = {
+      {"model/w", Tensor{values.data(), Shape{2, 3}}, Shape{2, 3}, 0}};
   load_checkpoint(dir, into);
   return values;
 }

@@ -81,11 +81,11 @@ TEST_CASE("guard: a spike is skipped once the window is full and never enters th
   // Before the window is full nothing is judged a spike, however large.
   CHECK(guard.admit(1, 8.0, 1.0, *dir.log));
   for (int64_t i = 2; i <= 60; ++i) CHECK(guard.admit(i, noisy(3.0, i), noisy(1.0, i), *dir.log));
-  CHECK_FALSE(guard.admit(61, 4.0, 1.0, *dir.log));   // far above a ~3.0 +- 0.03 curve
-  CHECK_FALSE(guard.admit(61, 3.0, 9.0, *dir.log));   // gradient norm spike
-  CHECK(guard.admit(61, 3.01, 1.0, *dir.log));        // within the noise
-  CHECK_FALSE(guard.admit(62, 4.0, 1.0, *dir.log));   // still a spike: 4.0 was not learnt
-  CHECK(guard.admit(62, 2.0, 1.0, *dir.log));         // falling is never a spike
+  CHECK_FALSE(guard.admit(61, 4.0, 1.0, *dir.log));  // far above a ~3.0 +- 0.03 curve
+  CHECK_FALSE(guard.admit(61, 3.0, 9.0, *dir.log));  // gradient norm spike
+  CHECK(guard.admit(61, 3.01, 1.0, *dir.log));       // within the noise
+  CHECK_FALSE(guard.admit(62, 4.0, 1.0, *dir.log));  // still a spike: 4.0 was not learnt
+  CHECK(guard.admit(62, 2.0, 1.0, *dir.log));        // falling is never a spike
   std::vector<nlohmann::json> events = dir.events();
   REQUIRE(events.size() == 3);
   CHECK(events[0]["reason"] == "loss_spike");

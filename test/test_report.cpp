@@ -33,7 +33,7 @@ TEST_CASE("report: ticks are 1, 2 or 5 times a power of ten and cover the range"
   CHECK(same(nice_ticks(0.13, 0.91, 5), {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}));
   CHECK(same(nice_ticks(3, 97, 8), {0, 10, 20, 30, 40, 50, 60, 70, 80, 90, 100}));
   CHECK(same(nice_ticks(1, 3, 8, 1), {1, 2, 3}));  // whole steps only
-  std::vector<double> one = nice_ticks(5, 5, 6);  // a single value still gets a range
+  std::vector<double> one = nice_ticks(5, 5, 6);   // a single value still gets a range
   CHECK(one.front() < 5);
   CHECK(one.back() > 5);
   CHECK(tick_text(0.5, 0.1) == "0.5");

@@ -28,10 +28,10 @@ namespace sigma {
 
 struct SaveOutcome {
   int64_t step = 0;
-  std::string dir;             // the committed step directory; "" when the write failed
-  std::exception_ptr error;    // why it failed (UserError for disk trouble), else null
-  double snapshot_seconds = 0; // the copy, on the caller's thread
-  double write_seconds = 0;    // the write, on the background thread when async
+  std::string dir;              // the committed step directory; "" when the write failed
+  std::exception_ptr error;     // why it failed (UserError for disk trouble), else null
+  double snapshot_seconds = 0;  // the copy, on the caller's thread
+  double write_seconds = 0;     // the write, on the background thread when async
 };
 
 class CheckpointWriter {

@@ -41,9 +41,10 @@ uint64_t seal_number(const std::map<std::string, std::string>& fields, const std
                      const fs::path& path) {
   auto it = fields.find(key);
   if (it == fields.end())
-    fail("{}: no '{}' line; the checkpoint was written by an older sigma or the file is "
-         "damaged",
-         path.string(), key);
+    fail(
+        "{}: no '{}' line; the checkpoint was written by an older sigma or the file is "
+        "damaged",
+        path.string(), key);
   std::string_view text = it->second;
   int base = 10;
   if (text.starts_with("0x")) text.remove_prefix(2), base = 16;
@@ -72,11 +73,11 @@ Index open_index(const fs::path& dir) {
   if (!fs::is_regular_file(index, error)) fail("{}: missing; the checkpoint is incomplete", index);
   FileDigest digest = digest_file(index);
   if (uint64_t(digest.bytes) != bytes)
-    fail("{}: {} bytes, but {} says {}; the file is truncated or was replaced", index,
-         digest.bytes, seal.string(), bytes);
+    fail("{}: {} bytes, but {} says {}; the file is truncated or was replaced", index, digest.bytes,
+         seal.string(), bytes);
   if (digest.crc32 != crc)
-    fail("{}: checksum mismatch (expected {:#010x}, got {:#010x}); the file is corrupt", index,
-         crc, digest.crc32);
+    fail("{}: checksum mismatch (expected {:#010x}, got {:#010x}); the file is corrupt", index, crc,
+         digest.crc32);
   return Index(index);
 }
 

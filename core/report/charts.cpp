@@ -81,10 +81,15 @@ Image render(const LineChart& chart, int width, int height) {
   double x0 = x_ticks.front(), x1 = x_ticks.back(), y0 = y_ticks.front(), y1 = y_ticks.back();
   double x_spacing = x_ticks[1] - x_ticks[0], y_spacing = y_ticks[1] - y_ticks[0];
   int label_width = 0;
-  for (double y : y_ticks) label_width = std::max(label_width, text_width(tick_text(y, y_spacing), kScale));
+  for (double y : y_ticks)
+    label_width = std::max(label_width, text_width(tick_text(y, y_spacing), kScale));
   int left = 12 + label_width + 10, right = width - 20, top = 40, bottom = height - 52;
-  auto px = [&](double x) { return left + int(std::lround((x - x0) / (x1 - x0) * (right - left))); };
-  auto py = [&](double y) { return bottom - int(std::lround((y - y0) / (y1 - y0) * (bottom - top))); };
+  auto px = [&](double x) {
+    return left + int(std::lround((x - x0) / (x1 - x0) * (right - left)));
+  };
+  auto py = [&](double y) {
+    return bottom - int(std::lround((y - y0) / (y1 - y0) * (bottom - top)));
+  };
 
   for (double y : y_ticks) {
     std::string text = tick_text(y, y_spacing);
@@ -99,7 +104,8 @@ Image render(const LineChart& chart, int width, int height) {
   image.text((left + right - text_width(chart.x_label, kScale)) / 2, bottom + 16 + kTextHeight,
              chart.x_label, kInk, kScale);
   for (const Marker& marker : chart.markers)
-    if (marker.x >= x0 && marker.x <= x1) image.line(px(marker.x), top, px(marker.x), bottom, marker.color);
+    if (marker.x >= x0 && marker.x <= x1)
+      image.line(px(marker.x), top, px(marker.x), bottom, marker.color);
   image.line(left, bottom, right, bottom, kAxis);
   image.line(left, top, left, bottom, kAxis);
 
@@ -132,7 +138,8 @@ Image render(const LineChart& chart, int width, int height) {
 
 Image render(const Heatmap& heatmap) {
   int rows = int(heatmap.row_names.size()), columns = std::max(heatmap.columns, 1);
-  int cell_w = std::clamp(760 / columns, 4, 40), cell_h = std::clamp(420 / std::max(rows, 1), 6, 28);
+  int cell_w = std::clamp(760 / columns, 4, 40),
+      cell_h = std::clamp(420 / std::max(rows, 1), 6, 28);
   // Labels at scale 2 where the cells are tall enough, else at scale 1, and only every
   // k-th one so that they never overlap.
   int row_scale = cell_h >= kTextHeight ? kScale : 1;

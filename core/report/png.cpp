@@ -20,7 +20,8 @@ void put_chunk(std::string& out, const char type[5], const std::string& data) {
   std::string body = std::string(type, 4) + data;
   out += body;
   // The CRC covers the type and the data (zlib's crc32 is PNG's).
-  put_u32(out, uint32_t(::crc32(0, reinterpret_cast<const Bytef*>(body.data()), uInt(body.size()))));
+  put_u32(out,
+          uint32_t(::crc32(0, reinterpret_cast<const Bytef*>(body.data()), uInt(body.size()))));
 }
 
 }  // namespace
@@ -45,8 +46,8 @@ std::string Image::png() const {
   std::string header;
   put_u32(header, uint32_t(width_));
   put_u32(header, uint32_t(height_));
-  header += char(8);  // bit depth
-  header += char(2);  // colour type: RGB
+  header += char(8);               // bit depth
+  header += char(2);               // colour type: RGB
   header += std::string(3, '\0');  // deflate, adaptive filtering, no interlace
 
   std::string png = "\x89PNG\r\n\x1a\n";

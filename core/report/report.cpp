@@ -52,7 +52,8 @@ std::vector<std::pair<double, double>> curve(const Rows& rows, const std::string
 }
 
 // The layer indices l of the keys "<prefix>l<l>.<suffix>" in the last step row.
-std::vector<int> layers_with(const Rows& rows, const std::string& prefix, const std::string& suffix) {
+std::vector<int> layers_with(const Rows& rows, const std::string& prefix,
+                             const std::string& suffix) {
   std::vector<int> layers;
   std::regex pattern(std::regex_replace(prefix, std::regex(R"(\.)"), R"(\.)") + R"(l(\d+)\.)" +
                      suffix);
@@ -73,7 +74,8 @@ LineChart per_layer(const Rows& rows, const std::string& title, const std::strin
                     const std::string& suffix) {
   LineChart chart{title, "step", {}, {}};
   for (int l : layers_with(rows, prefix, suffix))
-    chart.series.push_back({fmt::format("l{}", l), curve(rows, fmt::format("{}l{}.{}", prefix, l, suffix))});
+    chart.series.push_back(
+        {fmt::format("l{}", l), curve(rows, fmt::format("{}l{}.{}", prefix, l, suffix))});
   return chart;
 }
 
@@ -85,7 +87,8 @@ LineChart depth_profile(const Rows& rows) {
     if (it->contains("event") || !it->contains(fmt::format("layers.l{}.param_norm", layers[0])))
       continue;
     for (int l : layers)
-      chart.series[0].points.emplace_back(l, (*it)[fmt::format("layers.l{}.param_norm", l)].get<double>());
+      chart.series[0].points.emplace_back(
+          l, (*it)[fmt::format("layers.l{}.param_norm", l)].get<double>());
     chart.title += fmt::format(" ({})", (*it)["step"].get<int64_t>());
     break;
   }
@@ -117,14 +120,14 @@ Heatmap expert_load(const Rows& rows) {
     for (double s : sums) total += s;
     heatmap.columns = std::max(heatmap.columns, int(sums.size()));
     heatmap.row_names.push_back(fmt::format("l{}", l));
-    for (double s : sums) heatmap.values.push_back(total > 0 ? s * double(sums.size()) / total : NAN);
+    for (double s : sums)
+      heatmap.values.push_back(total > 0 ? s * double(sums.size()) / total : NAN);
   }
   return heatmap;
 }
 
 std::string base64(const std::string& bytes) {
-  static const char kDigits[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  static const char kDigits[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
   for (size_t i = 0; i < bytes.size(); i += 3) {
     uint32_t n = uint32_t(uint8_t(bytes[i])) << 16;
@@ -142,11 +145,20 @@ std::string html_escape(const std::string& text) {
   std::string out;
   for (char c : text) {
     switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -173,9 +185,9 @@ std::string events_table(const Rows& rows) {
     nlohmann::json rest = row;
     rest.erase("event");
     rest.erase("step");
-    table += fmt::format("<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>\n",
-                         row["step"].dump(), html_escape(row["event"].get<std::string>()),
-                         html_escape(rest.dump()));
+    table +=
+        fmt::format("<tr><td>{}</td><td>{}</td><td><code>{}</code></td></tr>\n", row["step"].dump(),
+                    html_escape(row["event"].get<std::string>()), html_escape(rest.dump()));
   }
   if (table.empty()) return "<p>No guard events, warnings or preemptions.</p>\n";
   return "<table><tr><th>step</th><th>event</th><th>details</th></tr>\n" + table + "</table>\n";
@@ -203,14 +215,17 @@ ReportFiles write_report(const std::string& run_dir, const std::string& out_dir)
                            [](const Series& s) { return !s.points.empty(); });
     if (any) charts.emplace_back(name, report::render(chart));
   };
-  add("loss", {"loss; guard events marked (orange: skipped step, red: rollback)", "step",
+  add("loss", {"loss; guard events marked (orange: skipped step, red: rollback)",
+               "step",
                {{"train", curve(rows, "loss")}, {"validation", curve(rows, "valid_loss")}},
                markers});
   add("lr", {"learning rate", "step", {{"lr", curve(rows, "lr")}}, {}});
-  add("grad_norm", {"gradient norm (before clipping)", "step", {{"grad norm", curve(rows, "grad_norm")}}, {}});
+  add("grad_norm",
+      {"gradient norm (before clipping)", "step", {{"grad norm", curve(rows, "grad_norm")}}, {}});
   add("tok_per_s", {"tokens per second", "step", {{"tok/s", curve(rows, "tok_per_s")}}, {}});
   add("mfu", {"MFU (%)", "step", {{"MFU", curve(rows, "mfu", 100)}}, {}});
-  add("moe_max_dev", per_layer(rows, "MoE: busiest expert, % above a fair share", "moe.", "max_dev_pct"));
+  add("moe_max_dev",
+      per_layer(rows, "MoE: busiest expert, % above a fair share", "moe.", "max_dev_pct"));
   add("aux_loss", {"MoE: balancing loss", "step", {{"aux", curve(rows, "aux_loss")}}, {}});
   add("param_norm", per_layer(rows, "parameter norm per layer", "layers.", "param_norm"));
   add("grad_norm_layers", per_layer(rows, "gradient norm per layer", "layers.", "grad_norm"));

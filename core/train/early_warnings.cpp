@@ -59,8 +59,8 @@ void EarlyWarnings::observe_experts(int64_t step, RunLog& log) {
       if (idle == config_.idle_expert_steps) newly_idle.push_back(int64_t(e));
     }
     if (newly_idle.empty()) continue;
-    log.line(fmt::format("step {} | warning: layer {}: expert{} {} got no token for {} steps",
-                         step, l, newly_idle.size() > 1 ? "s" : "", join(newly_idle),
+    log.line(fmt::format("step {} | warning: layer {}: expert{} {} got no token for {} steps", step,
+                         l, newly_idle.size() > 1 ? "s" : "", join(newly_idle),
                          config_.idle_expert_steps));
     log.metrics({{"step", step},
                  {"event", "warning.idle_experts"},
@@ -110,14 +110,13 @@ void EarlyWarnings::check_depth_profile(int64_t step, const std::vector<double>&
   bool dipped = config_.norm_dip > 0 && deepest > config_.norm_dip;
   if (dipped && !dip_warned_) {
     int64_t layer = layers[where];
-    log.line(fmt::format("step {} | warning: the parameter norm dips {:.1f}% in the middle "
-                         "of the MoE layers (layer {}); in the LTF report such a dip came "
-                         "before an MoE collapse",
-                         step, 100 * deepest, layer));
-    log.metrics({{"step", step},
-                 {"event", "warning.norm_dip"},
-                 {"layer", layer},
-                 {"dip", deepest}});
+    log.line(
+        fmt::format("step {} | warning: the parameter norm dips {:.1f}% in the middle "
+                    "of the MoE layers (layer {}); in the LTF report such a dip came "
+                    "before an MoE collapse",
+                    step, 100 * deepest, layer));
+    log.metrics(
+        {{"step", step}, {"event", "warning.norm_dip"}, {"layer", layer}, {"dip", deepest}});
   }
   dip_warned_ = dipped;
 }

@@ -36,8 +36,7 @@ class EarlyWarnings {
  private:
   // `norms` of the MoE layers `layers`, by depth.
   void check_depth_profile(int64_t step, const std::vector<double>& norms,
-                           const std::vector<int64_t>& layers, nlohmann::json& row,
-                           RunLog& log);
+                           const std::vector<int64_t>& layers, nlohmann::json& row, RunLog& log);
 
   const GuardConfig& config_;
   Transformer& model_;

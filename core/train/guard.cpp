@@ -58,12 +58,11 @@ bool Guard::admit(int64_t step, double loss, double grad_norm, RunLog& log) {
     why = fmt::format("gradient norm is {}", grad_norm);
   } else if (spike(loss_, loss, config_.loss_z)) {
     reason = "loss_spike";
-    why = fmt::format("loss {:.4g} is {:.1f} sd above its moving mean {:.4g}", loss, z,
-                      loss_.mean);
+    why = fmt::format("loss {:.4g} is {:.1f} sd above its moving mean {:.4g}", loss, z, loss_.mean);
   } else if (spike(grad_norm_, grad_norm, config_.grad_norm_z)) {
     reason = "grad_norm_spike";
-    why = fmt::format("gradient norm {:.4g} is {:.1f} sd above its moving mean {:.4g}",
-                      grad_norm, z, grad_norm_.mean);
+    why = fmt::format("gradient norm {:.4g} is {:.1f} sd above its moving mean {:.4g}", grad_norm,
+                      z, grad_norm_.mean);
   }
   if (reason.empty()) {
     double alpha = 2.0 / double(config_.window + 1);
@@ -75,9 +74,9 @@ bool Guard::admit(int64_t step, double loss, double grad_norm, RunLog& log) {
   skipped_in_a_row_ += 1;
   log.line(fmt::format("step {} | guard: {}; update skipped ({})", step, why,
                        in_a_row(skipped_in_a_row_)));
-  nlohmann::json row = {{"step", step},          {"event", "guard.skip"},
-                        {"reason", reason},      {"guard.loss", loss},
-                        {"guard.grad_norm", grad_norm}, {"guard.in_a_row", skipped_in_a_row_}};
+  nlohmann::json row = {
+      {"step", step},       {"event", "guard.skip"},        {"reason", reason},
+      {"guard.loss", loss}, {"guard.grad_norm", grad_norm}, {"guard.in_a_row", skipped_in_a_row_}};
   if (z != 0) row["guard.z"] = z;
   log.metrics(row);
   return false;
@@ -86,15 +85,16 @@ bool Guard::admit(int64_t step, double loss, double grad_norm, RunLog& log) {
 void Guard::roll_back(int64_t step, const std::string& dir, int64_t to_step,
                       int64_t skipped_samples, RunLog& log) {
   if (rollbacks_ >= config_.max_rollbacks)
-    fail("guard: {} steps skipped in a row at step {}, and guard.max_rollbacks = {} rollbacks "
-         "are used up; the run keeps diverging (lower the learning rate, or check the data and "
-         "the hardware)",
-         skipped_in_a_row_, step, config_.max_rollbacks);
+    fail(
+        "guard: {} steps skipped in a row at step {}, and guard.max_rollbacks = {} rollbacks "
+        "are used up; the run keeps diverging (lower the learning rate, or check the data and "
+        "the hardware)",
+        skipped_in_a_row_, step, config_.max_rollbacks);
   rollbacks_ += 1;
-  log.line(fmt::format("step {} | guard: {} steps skipped in a row: rolling back to {} (step "
-                       "{}) and skipping the {} samples read since (rollback {} of at most {})",
-                       step, skipped_in_a_row_, dir, to_step, skipped_samples, rollbacks_,
-                       config_.max_rollbacks));
+  log.line(fmt::format(
+      "step {} | guard: {} steps skipped in a row: rolling back to {} (step "
+      "{}) and skipping the {} samples read since (rollback {} of at most {})",
+      step, skipped_in_a_row_, dir, to_step, skipped_samples, rollbacks_, config_.max_rollbacks));
   log.metrics({{"step", step},
                {"event", "guard.rollback"},
                {"checkpoint", dir},

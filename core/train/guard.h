@@ -9,8 +9,9 @@
 // taken as at least 1% of the mean, so a flat curve does not turn noise into spikes. Skipped
 // steps never enter the statistics. After rollback_after skipped steps in a row the trainer
 // rolls back (trainer.cpp: the last committed checkpoint, with the data read since skipped,
-// as PaLM did for its loss spikes, arXiv 2204.02311 section 5.1). Every event is a train.log line and a metrics.jsonl row.
-// Leaves out: hang detection and comparing ranks (they need the multi-rank layer).
+// as PaLM did for its loss spikes, arXiv 2204.02311 section 5.1). Every event is a train.log line
+// and a metrics.jsonl row. Leaves out: hang detection and comparing ranks (they need the multi-rank
+// layer).
 #pragma once
 
 #include "core/checkpoint/checkpoint.h"
@@ -35,8 +36,8 @@ class Guard {
   }
   // Before the trainer reloads `dir` (at `to_step`): logs the rollback, or throws UserError
   // when max_rollbacks are used up.
-  void roll_back(int64_t step, const std::string& dir, int64_t to_step,
-                 int64_t skipped_samples, RunLog& log);
+  void roll_back(int64_t step, const std::string& dir, int64_t to_step, int64_t skipped_samples,
+                 RunLog& log);
 
   // The moving statistics, as checkpoint state (absent keys restore fresh statistics).
   void save(CheckpointState& state) const;

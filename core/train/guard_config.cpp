@@ -26,8 +26,7 @@ const schema::Section<GuardConfig>& guard_section() {
              "checkpoint and skips the data read since; 0 never rolls back",
              Range::at_least(0), "steps")
         .key("max_rollbacks", &GuardConfig::max_rollbacks,
-             "rollbacks after which one more need stops the run with an error",
-             Range::at_least(0))
+             "rollbacks after which one more need stops the run with an error", Range::at_least(0))
         .key("idle_expert_steps", &GuardConfig::idle_expert_steps,
              "warn when an MoE expert gets no token for this many consecutive steps; 0 disables",
              Range::at_least(0), "steps")

@@ -62,9 +62,8 @@ void put_bytes(std::string& out, int field, std::string_view bytes) {
 
 std::string event_header(int64_t step) {
   std::string event;
-  double wall_time = std::chrono::duration<double>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+  double wall_time =
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   put_key(event, 1, kFixed64);
   put_fixed(event, wall_time);
   put_key(event, 2, kVarint);
@@ -90,9 +89,9 @@ uint32_t crc32c(const void* data, size_t size) {
 TensorBoardWriter::TensorBoardWriter(const std::string& dir, int64_t restart_step) {
   auto now = std::chrono::system_clock::now().time_since_epoch();
   int64_t micros = std::chrono::duration_cast<std::chrono::microseconds>(now).count();
-  path_ = (std::filesystem::path(dir) /
-           fmt::format("events.out.tfevents.{:010}.{:06}.{}.{}", micros / 1000000,
-                       micros % 1000000, host_name(), ::getpid()))
+  path_ = (std::filesystem::path(dir) / fmt::format("events.out.tfevents.{:010}.{:06}.{}.{}",
+                                                    micros / 1000000, micros % 1000000, host_name(),
+                                                    ::getpid()))
               .string();
   file_ = std::fopen(path_.c_str(), "wb");
   if (!file_) fail("cannot write {}: {}", path_, std::strerror(errno));
