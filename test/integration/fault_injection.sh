@@ -87,7 +87,8 @@ limited=(--set train.steps=20 --set checkpoint.interval=5 --set checkpoint.keep=
 full_disk "$SCRATCH/limited" "File too large" bash -c 'ulimit -f 1000; exec "$@"' _ \
   "$SIGMA" train "${common[@]}" "${limited[@]}" --out "$SCRATCH/limited" --resume auto
 "$SIGMA" train "${common[@]}" "${limited[@]}" --out "$SCRATCH/limited" --resume auto \
-  --set train.steps=5 | grep -q "resumed from .*step_00000005" || die "step 5 is not intact"
+  --set train.steps=5 > "$SCRATCH/limited.resumed"
+grep -q "resumed from .*step_00000005" "$SCRATCH/limited.resumed" || die "step 5 is not intact"
 [[ ! -e $SCRATCH/limited/checkpoints/step_00000010 ]] || die "the failed write was left behind"
 
 disk=$SCRATCH/disk

@@ -11,7 +11,7 @@ SIGMA_FAULTS="nan_loss@3,nan_grad@15x3" "$SIGMA" train recipes/tiny/moe.toml \
 "$SIGMA" report "$SCRATCH/run" > "$SCRATCH/report.out"
 grep -q "report     $SCRATCH/run/report/report.html" "$SCRATCH/report.out" || die "$(cat "$SCRATCH/report.out")"
 
-python3 - "$SCRATCH/run/report" <<'PY'
+python3 - "$SCRATCH/run/report" <<'PY' || die "report check failed"
 import base64, os, re, struct, sys, zlib
 out = sys.argv[1]
 def pixels(png, name):
@@ -47,5 +47,4 @@ assert "guard: skipped steps, rollbacks</th><td>4, 1" in html, "FAIL: guard coun
 assert "guard.rollback" in html, "FAIL: the rollback is not in the events table"
 print(f"ok: {len(embedded)} charts embedded and written as valid PNGs")
 PY
-[[ ${PIPESTATUS[0]} -eq 0 ]] || die "report check failed"
 expect_user_error "metrics.jsonl: cannot be read" "$SIGMA" report "$SCRATCH/data.bin"
