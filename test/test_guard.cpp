@@ -180,7 +180,10 @@ TEST_CASE("guard: early warnings log per-layer norms and warn of a middle-layer 
   test::TinyModel m(config);
   GuardConfig guard;
   guard.norm_dip = 0.1;
-  EarlyWarnings warnings(guard, m.model, m.params);
+  EarlyWarnings warnings(guard, 1, m.model, m.params);
+  for (int64_t l = 0; l < 4; ++l) m.model.moe_layer(l)->reset_step_stats();
+  m.model.forward();
+  warnings.observe_experts(1, *dir.log);  // one step of expert load, due at once
   // A healthy profile: the norm rises with depth.
   for (int64_t l = 0; l < 4; ++l) scale_layer(m.params, l, 1.0f + 0.2f * float(l));
   nlohmann::json row;
@@ -188,14 +191,17 @@ TEST_CASE("guard: early warnings log per-layer norms and warn of a middle-layer 
   for (int64_t l = 0; l < 4; ++l) {
     CHECK(row[fmt::format("layers.l{}.param_norm", l)].get<double>() > 0);
     CHECK(row.contains(fmt::format("layers.l{}.grad_norm", l)));
-    CHECK(row[fmt::format("moe.l{}.tokens_per_expert", l)].size() == 4);
+    std::vector<int64_t> load = row[fmt::format("moe.l{}.tokens_per_expert", l)];
+    CHECK(load == m.model.moe_layer(l)->step_stats().counts);
   }
   CHECK(row["moe.norm_dip"].get<double>() == 0);
   CHECK(dir.events().empty());
   // Layer 2 shrinks to half: a dip of about 50% between layers 1 and 3.
   scale_layer(m.params, 2, 0.5f);
+  row = {};
   warnings.log_layers(2, row, *dir.log);
-  warnings.log_layers(3, row, *dir.log);  // still dipped: no second warning
+  CHECK(!row.contains("moe.l1.tokens_per_expert"));  // no step observed since the last row
+  warnings.log_layers(3, row, *dir.log);             // still dipped: no second warning
   CHECK(row["moe.norm_dip"].get<double>() > 0.3);
   std::vector<nlohmann::json> events = dir.events();
   REQUIRE(events.size() == 1);
@@ -209,7 +215,7 @@ TEST_CASE("guard: an expert idle for idle_expert_steps steps is warned about onc
   test::TinyModel m(config);
   GuardConfig guard;
   guard.idle_expert_steps = 3;
-  EarlyWarnings warnings(guard, m.model, m.params);
+  EarlyWarnings warnings(guard, 0, m.model, m.params);
   m.model.moe_layer(1)->bias().f32()[2] = -1e6f;  // layer 1 never picks expert 2
   for (int64_t step = 1; step <= 5; ++step) {
     for (int64_t l = 0; l < 4; ++l) m.model.moe_layer(l)->reset_step_stats();

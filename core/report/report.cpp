@@ -51,20 +51,19 @@ std::vector<std::pair<double, double>> curve(const Rows& rows, const std::string
   return points;
 }
 
-// The layer indices l of the keys "<prefix>l<l>.<suffix>" in the last step row.
+// The layer indices l of the keys "<prefix>l<l>.<suffix>" in the newest row that has any.
 std::vector<int> layers_with(const Rows& rows, const std::string& prefix,
                              const std::string& suffix) {
   std::vector<int> layers;
   std::regex pattern(std::regex_replace(prefix, std::regex(R"(\.)"), R"(\.)") + R"(l(\d+)\.)" +
                      suffix);
-  for (auto it = rows.rbegin(); it != rows.rend(); ++it) {
-    if (it->contains("event") || !it->contains("loss")) continue;
+  for (auto it = rows.rbegin(); it != rows.rend() && layers.empty(); ++it) {
+    if (it->contains("event")) continue;
     for (const auto& item : it->items()) {
       std::smatch match;
       const std::string& key = item.key();
       if (std::regex_match(key, match, pattern)) layers.push_back(std::stoi(match[1]));
     }
-    break;
   }
   std::sort(layers.begin(), layers.end());
   return layers;
@@ -95,8 +94,8 @@ LineChart depth_profile(const Rows& rows) {
   return chart;
 }
 
-// Tokens per expert summed over the last tenth of the logged steps (at least one), per MoE
-// layer, relative to a fair share.
+// Tokens per expert summed over the last tenth of the expert-load rows (at least one), per
+// MoE layer, relative to a fair share.
 Heatmap expert_load(const Rows& rows) {
   Heatmap heatmap{"", "layer", "expert", {}, 0, {}};
   std::vector<int> layers = layers_with(rows, "moe.", "tokens_per_expert");

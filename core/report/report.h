@@ -7,7 +7,8 @@
 // gradient norm, tokens/s, MFU, per-layer parameter norms over steps and by depth at the
 // last logged step (the LTF collapse signal, early_warnings.h), and for MoE models the
 // busiest-expert deviation per layer, the balancing loss and the heatmap of tokens per
-// expert per layer over the last tenth of the logged steps. A step logged again after a
+// expert per layer over the last tenth of the expert-load rows (log.expert_load_interval
+// steps each). A step logged again after a
 // resume or a rollback replaces what was logged from that step on, as TensorBoard does.
 #pragma once
 

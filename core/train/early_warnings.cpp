@@ -31,9 +31,9 @@ std::string join(const std::vector<int64_t>& values) {
 
 }  // namespace
 
-EarlyWarnings::EarlyWarnings(const GuardConfig& config, Transformer& model,
-                             const ParameterSet& params)
-    : config_(config), model_(model), params_(params) {
+EarlyWarnings::EarlyWarnings(const GuardConfig& config, int64_t expert_load_interval,
+                             Transformer& model, const ParameterSet& params)
+    : config_(config), model_(model), params_(params), expert_load_interval_(expert_load_interval) {
   int64_t n_layers = model.config().n_layers;
   layer_params_.resize(size_t(n_layers));
   idle_steps_.resize(size_t(n_layers));
@@ -44,21 +44,23 @@ EarlyWarnings::EarlyWarnings(const GuardConfig& config, Transformer& model,
   }
   for (int64_t l = 0; l < n_layers; ++l)
     if (model.moe_layer(l)) idle_steps_[size_t(l)].assign(size_t(model.config().moe.n_experts), 0);
+  load_sums_ = idle_steps_;
 }
 
 void EarlyWarnings::observe_experts(int64_t step, RunLog& log) {
-  if (config_.idle_expert_steps == 0) return;
+  load_steps_ += 1;
   for (size_t l = 0; l < idle_steps_.size(); ++l) {
     MoeLayer* layer = model_.moe_layer(int64_t(l));
     if (!layer) continue;
     const std::vector<int64_t>& counts = layer->step_stats().counts;
     std::vector<int64_t> newly_idle;
     for (size_t e = 0; e < idle_steps_[l].size() && e < counts.size(); ++e) {
+      load_sums_[l][e] += counts[e];
       int64_t& idle = idle_steps_[l][e];
       idle = counts[e] == 0 ? idle + 1 : 0;
       if (idle == config_.idle_expert_steps) newly_idle.push_back(int64_t(e));
     }
-    if (newly_idle.empty()) continue;
+    if (newly_idle.empty() || config_.idle_expert_steps == 0) continue;
     log.line(fmt::format("step {} | warning: layer {}: expert{} {} got no token for {} steps", step,
                          l, newly_idle.size() > 1 ? "s" : "", join(newly_idle),
                          config_.idle_expert_steps));
@@ -74,6 +76,7 @@ void EarlyWarnings::log_layers(int64_t step, nlohmann::json& row, RunLog& log) {
   const auto& list = params_.list();
   std::vector<double> param_norms;  // of the MoE layers, by depth
   std::vector<int64_t> moe_ids;
+  bool load_due = expert_load_interval_ > 0 && load_steps_ >= expert_load_interval_;
   for (size_t l = 0; l < layer_params_.size(); ++l) {
     double value_sq = 0, grad_sq = 0;
     for (size_t i : layer_params_[l]) {
@@ -83,12 +86,16 @@ void EarlyWarnings::log_layers(int64_t step, nlohmann::json& row, RunLog& log) {
     std::string prefix = fmt::format("layers.l{}.", l);
     row[prefix + "param_norm"] = std::sqrt(value_sq);
     row[prefix + "grad_norm"] = std::sqrt(grad_sq);
-    if (MoeLayer* layer = model_.moe_layer(int64_t(l))) {
+    if (model_.moe_layer(int64_t(l))) {
       param_norms.push_back(std::sqrt(value_sq));
       moe_ids.push_back(int64_t(l));
-      row[fmt::format("moe.l{}.tokens_per_expert", l)] = layer->step_stats().counts;
+      if (load_due) {
+        row[fmt::format("moe.l{}.tokens_per_expert", l)] = load_sums_[l];
+        std::fill(load_sums_[l].begin(), load_sums_[l].end(), 0);
+      }
     }
   }
+  if (load_due) load_steps_ = 0;
   if (param_norms.size() >= 3) check_depth_profile(step, param_norms, moe_ids, row, log);
 }
 

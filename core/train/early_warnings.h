@@ -9,8 +9,9 @@
 //   logged as `moe.norm_dip` (the deepest); above guard.norm_dip it is a warning.
 // - For MoE models, an expert that gets no token for guard.idle_expert_steps steps in a
 //   row: a dead expert wastes its share of the parameters and usually stays dead.
-//   Each step's tokens per expert are logged too (`moe.l<i>.tokens_per_expert`), for the
-//   heatmap of `sigma report`.
+//   The tokens per expert, summed over log.expert_load_interval steps, are logged too
+//   (`moe.l<i>.tokens_per_expert`, at the first logged step after each interval), for the
+//   heatmap of `sigma report`: a row per step would be 5K numbers for Sigma-MoE-Tiny.
 // A warning is a train.log line and a metrics.jsonl row, once per episode: it is given
 // again only after the condition cleared. Leaves out: acting on a warning.
 #pragma once
@@ -26,11 +27,13 @@ namespace sigma {
 
 class EarlyWarnings {
  public:
-  EarlyWarnings(const GuardConfig& config, Transformer& model, const ParameterSet& params);
+  EarlyWarnings(const GuardConfig& config, int64_t expert_load_interval, Transformer& model,
+                const ParameterSet& params);
 
   // After every applied step (MoE models): which experts got tokens.
   void observe_experts(int64_t step, RunLog& log);
-  // At a logged step: the per-layer norms and expert loads into `row`, and the depth check.
+  // At a logged step: the per-layer norms (and expert loads, when due) into `row`, and the
+  // depth check.
   void log_layers(int64_t step, nlohmann::json& row, RunLog& log);
 
  private:
@@ -43,6 +46,9 @@ class EarlyWarnings {
   const ParameterSet& params_;
   std::vector<std::vector<size_t>> layer_params_;  // per layer, its parameters' indices
   std::vector<std::vector<int64_t>> idle_steps_;   // per layer, per expert (MoE layers only)
+  std::vector<std::vector<int64_t>> load_sums_;    // tokens per expert since the last load row
+  int64_t expert_load_interval_;
+  int64_t load_steps_ = 0;  // steps summed in load_sums_
   bool dip_warned_ = false;
 };
 

@@ -508,7 +508,8 @@ class Trainer {
   // The step's micro-batches as the routing pre-pass read them (empty without a pre-pass).
   std::vector<int32_t> prepass_tokens_, prepass_targets_;
   Guard guard_{recipe_.guard};
-  EarlyWarnings warnings_{recipe_.guard, engine_.model, engine_.params};
+  EarlyWarnings warnings_{recipe_.guard, recipe_.log.expert_load_interval, engine_.model,
+                          engine_.params};
   CheckpointWriter writer_{recipe_.checkpoint.async};
   int64_t saved_step_ = -1;  // the step of the newest save asked for (or loaded)
   StopSignals stop_signals_;

@@ -7,7 +7,7 @@ make_dataset "$SCRATCH/data"
 SIGMA_FAULTS="nan_loss@3,nan_grad@15x3" "$SIGMA" train recipes/tiny/moe.toml \
   --set "data.sources=[{path=\"$SCRATCH/data\",weight=1.0}]" --set train.steps=30 \
   --set checkpoint.interval=10 --set eval.interval=10 --set train.threads=1 \
-  --set log.peak_tflops=1 --out "$SCRATCH/run" > /dev/null
+  --set log.peak_tflops=1 --set log.expert_load_interval=5 --out "$SCRATCH/run" > /dev/null
 "$SIGMA" report "$SCRATCH/run" > "$SCRATCH/report.out"
 grep -q "report     $SCRATCH/run/report/report.html" "$SCRATCH/report.out" || die "$(cat "$SCRATCH/report.out")"
 
