@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include <map>
 #include <memory>
 
 namespace sigma::app {
@@ -72,12 +73,31 @@ void print_info(const Recipe& recipe) {
              recipe.data.seq_len, recipe.train.global_batch_tokens);
   fmt::print("memory per rank ({}, 1 rank):\n",
              cuda ? "CUDA engine: bf16 activations and weights, fp32 master weights" : "fp32 CPU engine");
-  size_t total = 0;
-  for (const auto& [category, bytes] : plan.bytes) {
-    fmt::print("  {:<18} {:>12}\n", category, human_bytes(double(bytes)));
-    total += bytes;
+  auto print_total = [](const std::map<std::string, size_t>& categories) {
+    size_t total = 0;
+    for (const auto& [category, bytes] : categories) {
+      fmt::print("  {:<18} {:>12}\n", category, human_bytes(double(bytes)));
+      total += bytes;
+    }
+    fmt::print("  {:<18} {:>12}\n", "total", human_bytes(double(total)));
+  };
+  // The checkpoint writer's host snapshot of the state (fp32 weights and moments,
+  // core/checkpoint/async_writer.h): made from a GPU always, on the CPU when writes are async.
+  // (A resume on a GPU reads through a mirror of the same size, freed before training.)
+  size_t state = plan.bytes.at("weights") + plan.bytes.at("optimizer state");
+  std::map<std::string, size_t> host;
+  if (cuda || recipe.checkpoint.async) host["checkpoint copy"] = state;
+  if (cuda) {
+    print_total(plan.bytes);
+    if (!host.empty()) {
+      fmt::print("host memory for checkpoints:\n");
+      print_total(host);
+    }
+  } else {
+    auto categories = plan.bytes;
+    categories.insert(host.begin(), host.end());
+    print_total(categories);
   }
-  fmt::print("  {:<18} {:>12}\n", "total", human_bytes(double(total)));
 }
 
 }  // namespace

@@ -15,6 +15,7 @@ int main(int argc, char** argv) {
   sigma::app::add_eval_command(app);
   sigma::app::add_generate_command(app);
   sigma::app::add_convert_command(app);
+  sigma::app::add_report_command(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -11,7 +11,9 @@
 #include "core/checkpoint/durable_fs.h"
 #include "core/checkpoint/index.h"
 #include "core/checkpoint/layout.h"
+#include "core/checkpoint/verify.h"
 #include "core/error.h"
+#include "core/fault.h"
 
 #include <fmt/format.h>
 
@@ -23,6 +25,7 @@ namespace {
 
 void remove_step_dir(const fs::path& dir) {
   if (is_committed(dir)) remove_durably(dir / kCommittedFile);  // fsyncs `dir`
+  fault::point("checkpoint.prune");
   remove_durably(dir);
 }
 
@@ -41,8 +44,11 @@ void prune(const fs::path& root, int64_t written_step, int64_t keep) {
     bool b_written = b.step == written_step;
     return a_written != b_written ? a_written : a.step > b.step;
   });
-  if (keep > 0)
-    for (size_t i = size_t(keep); i < committed.size(); ++i) remove_step_dir(committed[i].path);
+  if (keep > 0 && committed.size() > size_t(keep)) {
+    size_t spare = checkpoint_to_spare(committed, size_t(keep));  // the last intact one
+    for (size_t i = size_t(keep); i < committed.size(); ++i)
+      if (i != spare) remove_step_dir(committed[i].path);
+  }
   for (const StepDir& dir : dirs) {
     if (dir.committed) continue;
     bool stale = dir.kind == StepDirKind::kLeftover ? dir.step <= newest_step
@@ -76,15 +82,19 @@ std::string commit_checkpoint(const std::string& dir, const SaveRequest& request
   fs::path final_dir = (root / step_dir_name(request.step)).lexically_normal();
 
   write_index((staging / kIndexFile).string(), request.step, request.recipe_toml, ranks);
+  fault::point("checkpoint.index");
+  FileDigest index = digest_file((staging / kIndexFile).string());
   write_file_durably(staging / kCommittedFile,
-                     fmt::format("step {}\nworld_size {}\n", request.step, request.world_size));
+                     committed_text(request.step, request.world_size, index));
   fsync_path(staging);
+  fault::point("checkpoint.committed");
   if (staging != final_dir) {
     fs::path former = replace_directory(staging, final_dir,
                                         root / leftover_dir_name(request.step, "old"));
     remove_step_dir(former);
   }
   replace_file_atomically(root / kLatestFile, step_dir_name(request.step) + "\n");
+  fault::point("checkpoint.latest");
   prune(root, request.step, request.keep);
   return final_dir.string();
 }

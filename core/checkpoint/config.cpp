@@ -1,5 +1,4 @@
 // The [checkpoint] recipe keys and the default of checkpoint.dir.
-// Leaves out: asynchronous saving (a later issue).
 #include "core/recipe/sections.h"
 
 #include <filesystem>
@@ -19,6 +18,9 @@ const schema::Section<CheckpointConfig>& checkpoint_section() {
              "newest committed checkpoints kept, older ones deleted; 0 keeps all",
              Range::at_least(0))
         .key("save_final", &CheckpointConfig::save_final, "save when the last step completes")
+        .key("async", &CheckpointConfig::async,
+             "write in the background from a host copy of the state while training goes on; "
+             "false writes before the next step")
         .key("dir", &CheckpointConfig::dir,
              "checkpoint directory; empty means `<run.out_dir>/checkpoints`");
     return checkpoint;

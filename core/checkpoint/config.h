@@ -11,6 +11,7 @@ struct CheckpointConfig {
   int64_t interval = 0;   // steps between checkpoints; 0 saves only at the end
   int64_t keep = 3;       // newest committed checkpoints kept; older ones are deleted
   bool save_final = true; // save when the last step completes
+  bool async = true;      // write in the background from a host copy (async_writer.h)
   std::string dir;        // default: <run.out_dir>/checkpoints
 
   bool operator==(const CheckpointConfig&) const = default;

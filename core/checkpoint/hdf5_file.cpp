@@ -38,7 +38,11 @@ std::string object_name(const Object& obj, const std::string& path) {
 
 Object file_access(const std::string& file) {
   // Called before the first HDF5 operation on every file: HDF5 would otherwise print its
-  // whole error stack to stderr on each failure, before we report the one line.
+  // whole error stack to stderr on each failure, before we report the one line. And no
+  // clean-up at exit: after a write failed (a full disk) HDF5 keeps the half-closed file,
+  // and its exit handler crashes on it (Debian's 1.10.8); every file we finish is closed
+  // by us. H5dont_atexit only counts before the library's first call, so it comes first.
+  H5dont_atexit();
   H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
   Object fapl(check(H5Pcreate(H5P_FILE_ACCESS), file, "cannot create a property list"), file);
   check(H5Pset_fclose_degree(fapl.id(), H5F_CLOSE_SEMI), file, "cannot set the close degree");
@@ -104,6 +108,23 @@ herr_t collect_name(hid_t, const char* name, const H5A_info_t*, void* out) {
   return 0;
 }
 
+// HDF5's text for a failed system call spans two lines and lists the call's arguments
+// ("file write failed: time = ...\n, filename = ..., error message = 'No space left on
+// device', ..."): one line keeps what failed and the system's reason.
+std::string one_line(const std::string& reason) {
+  constexpr std::string_view kMessage = "error message = '";
+  size_t message = reason.find(kMessage);
+  if (message != std::string::npos) {
+    size_t begin = message + kMessage.size();
+    size_t end = reason.find('\'', begin);
+    return reason.substr(0, reason.find(':')) + ": " + reason.substr(begin, end - begin);
+  }
+  std::string text = reason;
+  for (char& c : text)
+    if (c == '\n') c = ' ';
+  return text;
+}
+
 }  // namespace
 
 [[noreturn]] void throw_error(const std::string& file, std::string_view what) {
@@ -111,7 +132,7 @@ herr_t collect_name(hid_t, const char* name, const H5A_info_t*, void* out) {
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, keep_innermost, &reason);
   H5Eclear2(H5E_DEFAULT);
   if (reason.empty()) fail("{}: {}", file, what);
-  fail("{}: {} ({})", file, what, reason);
+  fail("{}: {} ({})", file, what, one_line(reason));
 }
 
 Object::Object(hid_t id, std::string file, std::string path)

@@ -7,10 +7,9 @@
 // ranks' files in parallel, and converting dtypes (everything is f32).
 #include "core/checkpoint/checkpoint.h"
 
-#include "core/checkpoint/crc32.h"
-#include "core/checkpoint/index.h"
 #include "core/checkpoint/layout.h"
 #include "core/checkpoint/rank_file.h"
+#include "core/checkpoint/verify.h"
 #include "core/error.h"
 
 #include <algorithm>
@@ -30,17 +29,7 @@ class RankFiles {
     auto it = open_.find(rank);
     if (it != open_.end()) return it->second;
     std::string path = (dir_ / rank_file_name(rank)).string();
-    const IndexedRankFile& expected = index_.rank_files()[size_t(rank)];
-    std::error_code error;
-    if (!fs::is_regular_file(path, error))
-      fail("{}: missing (listed in {})", path, (dir_ / kIndexFile).string());
-    FileDigest digest = digest_file(path);
-    if (digest.bytes != expected.bytes)
-      fail("{}: {} bytes, but the index says {}; the file is truncated or was replaced", path,
-           digest.bytes, expected.bytes);
-    if (digest.crc32 != expected.crc32)
-      fail("{}: checksum mismatch (expected {:#010x}, got {:#010x}); the file is corrupt", path,
-           expected.crc32, digest.crc32);
+    check_rank_file(path, index_.rank_files()[size_t(rank)], (dir_ / kIndexFile).string());
     return open_.emplace(rank, h5::open_file(path)).first->second;
   }
 
@@ -88,8 +77,7 @@ void read_rows(const std::string& dir, const IndexedTensor& indexed, RankFiles& 
 
 LoadedCheckpoint load_checkpoint(const std::string& dir, std::vector<CheckpointTensor>& into) {
   fs::path dir_path(dir);
-  if (!is_committed(dir_path)) fail_not_committed(dir);
-  Index index((dir_path / kIndexFile).string());
+  Index index = open_index(dir_path);  // checked against COMMITTED first
   RankFiles files(dir_path, index);
   for (const CheckpointTensor& tensor : into) {
     std::optional<IndexedTensor> indexed = index.tensor(tensor.name);

@@ -5,6 +5,7 @@
 #include "core/checkpoint/durable_fs.h"
 #include "core/checkpoint/layout.h"
 #include "core/error.h"
+#include "core/fault.h"
 
 #include <filesystem>
 
@@ -44,9 +45,11 @@ RankFileInfo write_rank_file(const std::string& dir, const SaveRequest& request)
     h5::set_ints(dataset, "global_shape", shape_dims(tensor.global_shape));
     h5::set_int(dataset, "row_offset", tensor.row_offset);
     dataset.close();
+    fault::point("checkpoint.rank_file.tensor");
   }
   write_state(file, request.state);
   file.close();
+  fault::point("checkpoint.rank_file");
   // The CRC is of the bytes that reached the disk, so it is taken after the fsync.
   fsync_path(path);
   FileDigest digest = digest_file(path);

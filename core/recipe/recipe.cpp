@@ -13,7 +13,6 @@
 #include <filesystem>
 #include <fstream>
 #include <regex>
-#include <sstream>
 
 namespace sigma {
 
@@ -23,6 +22,7 @@ namespace {
 
 constexpr const char* kKeysBegin = "<!-- keys:begin -->\n";
 constexpr const char* kKeysEnd = "<!-- keys:end -->";
+constexpr size_t kMaxRecipeBytes = size_t(16) << 20;
 
 // The whole recipe is one section whose nested sections are the recipe's sections.
 const schema::Section<Recipe>& recipe_schema() {
@@ -36,7 +36,8 @@ const schema::Section<Recipe>& recipe_schema() {
           .table("lr_scheduler", &Recipe::lr_scheduler, lr_scheduler_section())
           .table("checkpoint", &Recipe::checkpoint, checkpoint_section())
           .table("eval", &Recipe::eval, eval_section())
-          .table("log", &Recipe::log, log_section());
+          .table("log", &Recipe::log, log_section())
+          .table("guard", &Recipe::guard, guard_section());
   return schema;
 }
 
@@ -63,9 +64,17 @@ std::string read_text(const fs::path& path, const std::string& shown, const std:
     if (origin.empty()) fail("{}: cannot read the recipe: {}", shown, problem);
     schema::fail_at(origin, "include", fmt::format("cannot read {}: {}", shown, problem));
   }
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
+  // Read at most kMaxRecipeBytes (+1 to notice more): a path like /dev/zero would otherwise be
+  // read forever (the recipe fuzzer's finding); pipes such as <(...) still work.
+  std::string text(kMaxRecipeBytes + 1, '\0');
+  in.read(text.data(), std::streamsize(text.size()));
+  text.resize(size_t(in.gcount()));
+  if (text.size() > kMaxRecipeBytes) {
+    std::string problem = fmt::format("longer than {} MiB; not a recipe", kMaxRecipeBytes >> 20);
+    if (origin.empty()) fail("{}: cannot read the recipe: {}", shown, problem);
+    schema::fail_at(origin, "include", fmt::format("cannot read {}: {}", shown, problem));
+  }
+  return text;
 }
 
 toml::table parse_toml(const std::string& text, const std::string& shown) {

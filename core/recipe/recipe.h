@@ -13,6 +13,7 @@
 #include "core/data/config.h"
 #include "core/optim/config.h"
 #include "core/train/config.h"
+#include "core/train/guard_config.h"
 #include "models/config.h"
 
 #include <string>
@@ -30,6 +31,7 @@ struct Recipe {
   CheckpointConfig checkpoint;
   EvalConfig eval;
   LogConfig log;
+  GuardConfig guard;
 
   std::string source_path;    // the recipe file given on the command line
   // The merged recipe with overrides and every key filled in (no `include`), as TOML text:

@@ -1,6 +1,7 @@
 // The key table and the cross-field checks of every recipe section. Each is defined beside
 // its struct (models/config.cpp, core/data/config.cpp, core/train/config.cpp,
-// core/optim/config.cpp, core/checkpoint/config.cpp); recipe.cpp puts them together.
+// core/optim/config.cpp, core/checkpoint/config.cpp, core/train/guard_config.cpp); recipe.cpp
+// puts them together.
 //
 // Checks run in this order, after every key has been read and range-checked, so each may
 // rely on the sections before it: model, data, train, lr_scheduler, run, checkpoint.
@@ -12,6 +13,7 @@
 #include "core/optim/config.h"
 #include "core/recipe/schema.h"
 #include "core/train/config.h"
+#include "core/train/guard_config.h"
 #include "models/config.h"
 
 namespace sigma {
@@ -25,6 +27,7 @@ const schema::Section<LrSchedulerConfig>& lr_scheduler_section();
 const schema::Section<CheckpointConfig>& checkpoint_section();
 const schema::Section<EvalConfig>& eval_section();
 const schema::Section<LogConfig>& log_section();
+const schema::Section<GuardConfig>& guard_section();
 
 // DiffQKV head counts divide n_q; d_qk is even for RoPE.
 void check_model(const ModelConfig& model, const schema::Checker& check);

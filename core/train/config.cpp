@@ -84,7 +84,11 @@ const schema::Section<LogConfig>& log_section() {
             "steps")
         .key("peak_tflops", &LogConfig::peak_tflops,
              "MFU denominator; 0 uses 989 on CUDA (H100/H200 bf16) and a measured SGEMM on CPU",
-             Range::at_least(0), "TFLOP/s");
+             Range::at_least(0), "TFLOP/s")
+        .key("expert_load_interval", &LogConfig::expert_load_interval,
+             "MoE: steps whose tokens per expert are summed into one metrics row per layer "
+             "(the heatmap of `sigma report`), at the first logged step after each; 0 disables",
+             Range::at_least(0), "steps");
     return log;
   }();
   return section;

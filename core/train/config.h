@@ -48,6 +48,7 @@ struct EvalConfig {
 struct LogConfig {
   int64_t interval = 1;     // steps between metric lines
   double peak_tflops = 0;   // MFU denominator; 0 = 989 on CUDA (H100/H200 bf16), measured SGEMM on CPU
+  int64_t expert_load_interval = 100;  // steps summed per row of tokens per expert; 0: none
 
   bool operator==(const LogConfig&) const = default;
 };

@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <vector>
@@ -39,7 +40,8 @@ FILE* open_append(const fs::path& path) {
 
 }  // namespace
 
-RunLog::RunLog(const std::string& out_dir, int64_t resume_step) {
+RunLog::RunLog(const std::string& out_dir, int64_t resume_step)
+    : tensorboard_(out_dir, resume_step + 1) {
   fs::path metrics_path = fs::path(out_dir) / "metrics.jsonl";
   if (resume_step >= 0) drop_metrics_after(metrics_path, resume_step);
   log_ = open_append(fs::path(out_dir) / "train.log");
@@ -82,6 +84,15 @@ void RunLog::metrics(const nlohmann::json& row) {
   std::string text = row.dump();
   std::fprintf(metrics_, "%s\n", text.c_str());
   std::fflush(metrics_);
+  if (row.contains("event")) return;
+  std::vector<std::pair<std::string, double>> scalars;
+  for (const auto& [key, value] : row.items()) {
+    if (key == "step" || !value.is_number()) continue;
+    std::string tag = key;
+    std::replace(tag.begin(), tag.end(), '.', '/');
+    scalars.emplace_back(tag, value.get<double>());
+  }
+  tensorboard_.scalars(row.value("step", int64_t(0)), scalars);
 }
 
 }  // namespace sigma

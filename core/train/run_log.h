@@ -1,7 +1,11 @@
 // RunLog: what a run tells its user. Plain lines go to the console and train.log; step
-// metrics go to metrics.jsonl (one JSON object per logged step). On a terminal the step line
+// metrics go to metrics.jsonl (one JSON object per logged step, plus one per event: a row
+// with an "event" key) and their numbers to TensorBoard event files (tensorboard.h; the
+// tag is the metric's name with '/' for '.', e.g. moe/l1/max_dev_pct). On a terminal the step line
 // is a live progress line redrawn in place; elsewhere (CI, files) every step line is kept.
 #pragma once
+
+#include "core/train/tensorboard.h"
 
 #include <nlohmann/json.hpp>
 
@@ -15,7 +19,7 @@ class RunLog {
  public:
   // Opens (appends to) train.log and metrics.jsonl in out_dir. When resuming from
   // `resume_step`, metrics rows after that step (logged before a crash) are dropped first,
-  // so the file reads as one uninterrupted run.
+  // so the file reads as one uninterrupted run (TensorBoard is told likewise).
   RunLog(const std::string& out_dir, int64_t resume_step);
   ~RunLog();
 
@@ -28,6 +32,7 @@ class RunLog {
 
   FILE* log_ = nullptr;
   FILE* metrics_ = nullptr;
+  TensorBoardWriter tensorboard_;
   bool tty_ = false;
   bool progress_open_ = false;
 };

@@ -1,10 +1,15 @@
 #include "core/train/trainer.h"
 
+#include "core/checkpoint/async_writer.h"
 #include "core/checkpoint/checkpoint.h"
+#include "core/checkpoint/verify.h"
 #include "core/data/loader.h"
 #include "core/optim/adamw.h"
 #include "core/optim/lr_schedule.h"
 #include "core/train/batch_schedule.h"
+#include "core/train/early_warnings.h"
+#include "core/train/guard.h"
+#include "core/train/preemption.h"
 #include "core/train/run_log.h"
 #include "kernels/device.h"
 #include "kernels/ops.h"
@@ -111,8 +116,9 @@ struct Engine {
     return tensors;
   }
 
-  // The same tensors in host memory, which checkpoints read and write: the device tensors
-  // themselves on the CPU, a mirror on a GPU (allocated at the first save or load).
+  // The same tensors in host memory, where a checkpoint is read into: the device tensors
+  // themselves on the CPU, a mirror on a GPU (kept only until upload()). Saving needs no
+  // mirror: the checkpoint writer copies device tensors to its own host snapshot.
   std::vector<CheckpointTensor> host_tensors() {
     std::vector<CheckpointTensor> tensors = device_tensors();
     if (device == Device::kCpu) return tensors;
@@ -129,17 +135,14 @@ struct Engine {
     return tensors;
   }
 
-  // Host mirror <- device, before a save; device <- host mirror, after a load.
-  void download() {
-    if (device == Device::kCpu) return;
-    std::vector<CheckpointTensor> on_device = device_tensors(), on_host = host_tensors();
-    for (size_t i = 0; i < on_device.size(); ++i) device::copy(on_host[i].data, on_device[i].data);
-  }
+  // Device <- host mirror, after a load; the mirror is then freed.
   void upload() {
     if (device == Device::kCpu) return;
     std::vector<CheckpointTensor> on_device = device_tensors(), on_host = host_tensors();
     for (size_t i = 0; i < on_device.size(); ++i) device::copy(on_device[i].data, on_host[i].data);
     params.refresh_weights();
+    mirror.clear();
+    host_mirror.reset();
   }
 
   const Recipe& recipe;
@@ -174,41 +177,71 @@ class Trainer {
 
   void run() {
     fs::create_directories(recipe_.run.out_dir);
-    std::optional<LoadedCheckpoint> resumed = restore();
-    log_.emplace(recipe_.run.out_dir, resumed ? resumed->step : -1);
+    std::vector<nlohmann::json> skipped;  // checkpoints --resume auto found damaged
+    std::optional<LoadedCheckpoint> resumed = restore(skipped);
+    // --resume auto without a checkpoint restarts from step 0: rows of an earlier attempt
+    // that never reached a checkpoint are dropped too.
+    int64_t resume_step = resumed ? resumed->step : options_.resume == "auto" ? 0 : -1;
+    log_.emplace(recipe_.run.out_dir, resume_step);
+    for (const nlohmann::json& row : skipped) {
+      log_->line(fmt::format("warning: skipped checkpoint {}: {}", std::string(row["checkpoint"]),
+                             std::string(row["reason"])));
+      log_->metrics(row);
+    }
     write_text(fs::path(recipe_.run.out_dir) / "recipe.toml", recipe_.resolved_toml);
     announce(resumed);
 
     int64_t total = batches_.total_steps();
     auto run_start = Clock::now();
-    int64_t first_step = progress_.step;
+    int64_t steps_run = 0;  // updates applied by this process
     while (progress_.step < total) {
       auto step_start = Clock::now();
-      double loss = train_step();
+      std::optional<double> loss = train_step();
       double step_seconds = seconds_since(step_start);
-      if (progress_.step % recipe_.log.interval == 0 || progress_.step == total)
-        log_step(loss, step_seconds, seconds_since(run_start) / double(progress_.step - first_step));
-      if (valid_data_ && progress_.step % recipe_.eval.interval == 0) validate();
-      bool stop = options_.stop_at_step > 0 && progress_.step >= options_.stop_at_step;
-      bool interval = recipe_.checkpoint.interval > 0 &&
-                      progress_.step % recipe_.checkpoint.interval == 0;
-      bool last = progress_.step == total && recipe_.checkpoint.save_final;
-      if (interval || last || stop) save();
-      if (stop) {
-        log_->line(fmt::format("stopped after step {} as asked; resume with --resume auto",
-                               progress_.step));
-        return;
+      report_save(writer_.poll());
+      if (!loss) {  // the guard skipped the update
+        if (guard_.wants_rollback()) roll_back();
+      } else {
+        steps_run += 1;
+        if (moe_) warnings_.observe_experts(progress_.step, *log_);
+        if (progress_.step % recipe_.log.interval == 0 || progress_.step == total)
+          log_step(*loss, step_seconds, seconds_since(run_start) / double(steps_run));
+        if (valid_data_ && progress_.step % recipe_.eval.interval == 0) validate();
+        bool stop = options_.stop_at_step > 0 && progress_.step >= options_.stop_at_step;
+        bool interval = recipe_.checkpoint.interval > 0 &&
+                        progress_.step % recipe_.checkpoint.interval == 0;
+        bool last = progress_.step == total && recipe_.checkpoint.save_final;
+        if (interval || last || stop) save();
+        if (stop) {
+          report_save(writer_.wait());
+          log_->line(fmt::format("stopped after step {} as asked; resume with --resume auto",
+                                 progress_.step));
+          return;
+        }
       }
+      if (int signal = stop_signals_.requested()) return preempt(signal);
     }
+    report_save(writer_.wait());
     log_->line(fmt::format("done: {} steps, {} tokens in {}", progress_.step, progress_.tokens,
                            format_duration(seconds_since(run_start))));
   }
 
  private:
-  std::optional<LoadedCheckpoint> restore() {
+  // A damaged checkpoint found by --resume auto goes into `skipped` (as a metrics row) and
+  // the one before it is taken; when none is intact the run stops rather than start over.
+  std::optional<LoadedCheckpoint> restore(std::vector<nlohmann::json>& skipped) {
     std::string dir;
     if (options_.resume == "auto") {
-      dir = find_latest_checkpoint(recipe_.checkpoint.dir);
+      dir = find_verified_checkpoint(
+          recipe_.checkpoint.dir, [&](const std::string& damaged, const std::string& reason) {
+            skipped.push_back({{"step", 0},
+                               {"event", "checkpoint.skipped"},
+                               {"checkpoint", damaged},
+                               {"reason", reason}});
+          });
+      if (dir.empty() && !skipped.empty())
+        fail("--resume auto: no intact checkpoint in {}; the newest fails with: {}",
+             recipe_.checkpoint.dir, std::string(skipped.front()["reason"]));
     } else if (!options_.resume.empty()) {
       dir = resolve_checkpoint(options_.resume);
     }
@@ -216,6 +249,14 @@ class Trainer {
       engine_.params.initialize(recipe_.run.seed);
       return std::nullopt;
     }
+    LoadedCheckpoint loaded = load(dir);
+    guard_.restore(loaded.state);
+    saved_step_ = progress_.step;
+    return loaded;
+  }
+
+  // Weights, optimizer state, progress and the loader position from a checkpoint.
+  LoadedCheckpoint load(const std::string& dir) {
     std::vector<CheckpointTensor> tensors = engine_.host_tensors();
     LoadedCheckpoint loaded = load_checkpoint(dir, tensors);
     engine_.upload();
@@ -229,6 +270,40 @@ class Trainer {
     progress_.tokens = get("tokens");
     train_data_.set_position(get("loader_position"));
     return loaded;
+  }
+
+  // After guard.rollback_after skipped steps in a row: back to the newest intact checkpoint,
+  // keeping the loader where it is, so the data read since (the offending window) is skipped.
+  void roll_back() {
+    report_save(writer_.wait());  // the newest checkpoint may still be being written
+    int64_t step = progress_.step + 1;
+    int64_t position = train_data_.position();
+    std::string dir = find_verified_checkpoint(
+        recipe_.checkpoint.dir, [&](const std::string& damaged, const std::string& reason) {
+          log_->line(fmt::format("warning: skipped checkpoint {}: {}", damaged, reason));
+        });
+    if (dir.empty())
+      fail("guard: {} steps skipped in a row at step {}, and no committed checkpoint to roll "
+           "back to (checkpoint.interval = {})",
+           guard_.skipped_in_a_row(), step, recipe_.checkpoint.interval);
+    LoadedCheckpoint loaded = load(dir);
+    guard_.roll_back(step, dir, progress_.step, position - train_data_.position(), *log_);
+    guard_.restore(loaded.state);
+    train_data_.set_position(position);
+    moe_phase_ = -1;  // set again from the step before the next one
+    saved_step_ = progress_.step;
+  }
+
+  // The first stop signal: the step is done; save it (unless just saved) and return.
+  void preempt(int signal) {
+    log_->line(fmt::format("step {} | {}: saving a checkpoint, then exiting", progress_.step,
+                           signal_name(signal)));
+    log_->metrics({{"step", progress_.step}, {"event", "preempted"},
+                   {"signal", signal_name(signal)}});
+    if (saved_step_ != progress_.step) save();
+    report_save(writer_.wait());
+    log_->line(fmt::format("stopped by {} after step {}; resume with --resume auto",
+                           signal_name(signal), progress_.step));
   }
 
   void announce(const std::optional<LoadedCheckpoint>& resumed) {
@@ -319,8 +394,9 @@ class Trainer {
     }
   }
 
-  // One optimizer step over as many micro-batches as the batch schedule says.
-  double train_step() {
+  // One optimizer step over as many micro-batches as the batch schedule says; nullopt when
+  // the guard skipped its update (the data is consumed all the same).
+  std::optional<double> train_step() {
     Transformer& model = engine_.model;
     int64_t micro_batches = batches_.micro_batches_at(progress_.tokens);
     int64_t step_tokens = micro_batches * batches_.tokens_per_micro_batch();
@@ -347,6 +423,8 @@ class Trainer {
     aux_loss_ = aux_sum / double(micro_batches);
     // One pass over the whole gradient arena: one host synchronisation per step.
     grad_norm_ = std::sqrt(ops::sum_squares(engine_.params.grads().whole(DType::kF32)));
+    double loss = loss_sum / double(step_tokens);
+    if (!guard_.admit(progress_.step + 1, loss, grad_norm_, *log_)) return std::nullopt;
     double clip = recipe_.train.grad_clip;
     double grad_scale = clip > 0 && grad_norm_ > clip ? clip / (grad_norm_ + 1e-6) : 1.0;
     lr_ = lr_at(recipe_.lr_scheduler, recipe_.optimizer.lr, progress_.step, batches_.total_steps());
@@ -355,7 +433,7 @@ class Trainer {
     progress_.step += 1;
     progress_.tokens += step_tokens;
     last_step_tokens_ = step_tokens;
-    return loss_sum / double(step_tokens);
+    return loss;
   }
 
   void log_step(double loss, double step_seconds, double mean_step_seconds) {
@@ -378,6 +456,7 @@ class Trainer {
       row["gpu_used_gib"] = double(device::used_bytes()) / double(1 << 30);
     }
     std::string moe_summary = moe_ ? log_moe_balance(row) : "";
+    warnings_.log_layers(progress_.step, row, *log_);
     log_->metrics(row);
     log_->progress(fmt::format("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | "
                                "{:.0f} tok/s | MFU {:.1f}% | ETA {}{}",
@@ -441,18 +520,44 @@ class Trainer {
     request.step = progress_.step;
     request.recipe_toml = recipe_.resolved_toml;
     request.keep = recipe_.checkpoint.keep;
-    engine_.download();
-    request.tensors = engine_.host_tensors();
+    request.tensors = engine_.device_tensors();
     request.state.ints = {{"step", progress_.step},
                           {"tokens", progress_.tokens},
                           {"seed", int64_t(recipe_.run.seed)},
                           {"loader_position", train_data_.position()}};
     // The phase is recomputed from the step on resume; kept here for inspection.
     if (moe_) request.state.ints["moe_phase"] = moe_phase_;
-    auto start = Clock::now();
-    std::string dir = save_checkpoint(request);
-    log_->line(fmt::format("step {} | checkpoint {} ({:.2f} s)", progress_.step, dir,
-                           seconds_since(start)));
+    guard_.save(request.state);
+    report_save(writer_.wait());  // one write at a time
+    writer_.save(std::move(request));
+    saved_step_ = progress_.step;
+    if (!writer_.async()) report_save(writer_.poll());
+  }
+
+  // A finished checkpoint write: a line and a metrics row, or the run stops with the reason
+  // (a full disk, say) and what is still safe.
+  void report_save(std::optional<SaveOutcome> done) {
+    if (!done) return;
+    if (done->error) {
+      std::string last = find_latest_checkpoint(recipe_.checkpoint.dir);
+      std::string safe = last.empty() ? "there is no earlier checkpoint"
+                                      : "the last committed checkpoint, " + last + ", is intact";
+      try {
+        std::rethrow_exception(done->error);
+      } catch (const UserError& e) {
+        fail("step {} | checkpoint not written: {}; {}", done->step, e.what(), safe);
+      }
+    }
+    std::string how = writer_.async() ? fmt::format(" in the background, after a {:.2f} s copy",
+                                                    done->snapshot_seconds)
+                                      : "";
+    log_->line(fmt::format("step {} | checkpoint {} ({:.2f} s{})", done->step, done->dir,
+                           done->write_seconds, how));
+    log_->metrics({{"step", done->step},
+                   {"event", "checkpoint"},
+                   {"checkpoint", done->dir},
+                   {"write_s", done->write_seconds},
+                   {"snapshot_s", done->snapshot_seconds}});
   }
 
   const Recipe& recipe_;
@@ -472,6 +577,12 @@ class Trainer {
   double aux_loss_ = 0;     // balancing losses of the last step, mean over micro-batches
   // The step's micro-batches as the routing pre-pass read them (empty without a pre-pass).
   std::vector<int32_t> prepass_tokens_, prepass_targets_;
+  Guard guard_{recipe_.guard};
+  EarlyWarnings warnings_{recipe_.guard, recipe_.log.expert_load_interval, engine_.model,
+                          engine_.params};
+  CheckpointWriter writer_{recipe_.checkpoint.async};
+  int64_t saved_step_ = -1;  // the step of the newest save asked for (or loaded)
+  StopSignals stop_signals_;
 };
 
 }  // namespace

@@ -29,6 +29,7 @@ awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || die "loss did not fa
 /usr/bin/python3 - "$SCRATCH/straight" "$SCRATCH/resumed" <<'PY'
 import json, sys, h5py, numpy as np
 rows = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
+rows = [r for r in rows if "event" not in r]  # step rows only
 for row in rows:
     for key in ["aux_loss", "moe.phase"] + [f"moe.l{l}.{f}" for l in (1, 2) for f in
                 ("top_k", "max_dev_pct", "min_dev_pct", "idle_experts", "lbl", "entropy")]:
