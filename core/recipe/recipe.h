@@ -11,6 +11,7 @@
 
 #include "core/checkpoint/config.h"
 #include "core/data/config.h"
+#include "core/dist/config.h"
 #include "core/optim/config.h"
 #include "core/train/config.h"
 #include "models/config.h"
@@ -30,6 +31,7 @@ struct Recipe {
   CheckpointConfig checkpoint;
   EvalConfig eval;
   LogConfig log;
+  ParallelismConfig parallelism;
 
   std::string source_path;    // the recipe file given on the command line
   // The merged recipe with overrides and every key filled in (no `include`), as TOML text:

@@ -39,7 +39,8 @@ FILE* open_append(const fs::path& path) {
 
 }  // namespace
 
-RunLog::RunLog(const std::string& out_dir, int64_t resume_step) {
+RunLog::RunLog(const std::string& out_dir, int64_t resume_step, bool speaks) {
+  if (!speaks) return;
   fs::path metrics_path = fs::path(out_dir) / "metrics.jsonl";
   if (resume_step >= 0) drop_metrics_after(metrics_path, resume_step);
   log_ = open_append(fs::path(out_dir) / "train.log");
@@ -59,6 +60,7 @@ void RunLog::end_progress() {
 }
 
 void RunLog::line(const std::string& text) {
+  if (!log_) return;
   end_progress();
   std::fprintf(stdout, "%s\n", text.c_str());
   std::fflush(stdout);
@@ -67,6 +69,7 @@ void RunLog::line(const std::string& text) {
 }
 
 void RunLog::progress(const std::string& text) {
+  if (!log_) return;
   std::fprintf(log_, "%s\n", text.c_str());
   std::fflush(log_);
   if (!tty_) {
@@ -79,6 +82,7 @@ void RunLog::progress(const std::string& text) {
 }
 
 void RunLog::metrics(const nlohmann::json& row) {
+  if (!metrics_) return;
   std::string text = row.dump();
   std::fprintf(metrics_, "%s\n", text.c_str());
   std::fflush(metrics_);

@@ -15,8 +15,9 @@ class RunLog {
  public:
   // Opens (appends to) train.log and metrics.jsonl in out_dir. When resuming from
   // `resume_step`, metrics rows after that step (logged before a crash) are dropped first,
-  // so the file reads as one uninterrupted run.
-  RunLog(const std::string& out_dir, int64_t resume_step);
+  // so the file reads as one uninterrupted run. `speaks` false makes a silent log (the
+  // ranks other than 0 of a multi-rank run): it opens nothing and prints nothing.
+  RunLog(const std::string& out_dir, int64_t resume_step, bool speaks = true);
   ~RunLog();
 
   void line(const std::string& text);      // a permanent line

@@ -16,13 +16,15 @@ Tensor expert_matrix(Tensor stacked, int64_t e) {
 }  // namespace
 
 void Experts::bind_params(ParameterSet& params, const std::string& prefix) {
-  int64_t e = config_.moe.n_experts, d = config_.d_model, f = config_.moe.d_expert;
+  int64_t e = num_experts_, d = config_.d_model, f = config_.moe.d_expert;
   double std = config_.init_std;
   double out_std = config_.init_scale_residual ? std / std::sqrt(2.0 * config_.n_layers) : std;
-  gate_proj_ = params.add(prefix + "gate_proj.weight", {e, f, d}, ParamInit::kNormal, std, true);
-  up_proj_ = params.add(prefix + "up_proj.weight", {e, f, d}, ParamInit::kNormal, std, true);
+  ParamRows rows{config_.moe.n_experts, first_expert_};
+  gate_proj_ =
+      params.add(prefix + "gate_proj.weight", {e, f, d}, ParamInit::kNormal, std, true, rows);
+  up_proj_ = params.add(prefix + "up_proj.weight", {e, f, d}, ParamInit::kNormal, std, true, rows);
   down_proj_ =
-      params.add(prefix + "down_proj.weight", {e, d, f}, ParamInit::kNormal, out_std, true);
+      params.add(prefix + "down_proj.weight", {e, d, f}, ParamInit::kNormal, out_std, true, rows);
 }
 
 void Experts::layout_acts(Arena& arena, const std::string& category) {
@@ -43,7 +45,7 @@ ExpertGrads Experts::layout_grads(Arena& arena, const ModelConfig& config, int64
 
 void Experts::forward(Tensor y_RD, Tensor x_RD, const std::vector<int64_t>& counts) {
   int64_t begin = 0;
-  for (int64_t e = 0; e < config_.moe.n_experts; ++e) {
+  for (int64_t e = 0; e < num_experts_; ++e) {
     int64_t end = begin + counts[size_t(e)];
     if (end > begin) {
       Tensor gate = gate_buf_.slice_rows(begin, end), up = up_buf_.slice_rows(begin, end);
@@ -60,7 +62,7 @@ void Experts::forward(Tensor y_RD, Tensor x_RD, const std::vector<int64_t>& coun
 void Experts::backward(Tensor d_x_RD, Tensor d_y_RD, Tensor x_RD,
                        const std::vector<int64_t>& counts, const ExpertGrads& g) {
   int64_t begin = 0;
-  for (int64_t e = 0; e < config_.moe.n_experts; ++e) {
+  for (int64_t e = 0; e < num_experts_; ++e) {
     int64_t end = begin + counts[size_t(e)];
     if (end > begin) {
       auto rows = [&](Tensor t) { return t.slice_rows(begin, end); };

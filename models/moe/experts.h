@@ -5,7 +5,9 @@
 // Shape legend: R permuted rows (grouped by expert, counts from the dispatcher), D d_model,
 // F d_expert. The CPU "grouped GEMM" is a loop over experts, each an ordinary matmul on its
 // row slice and its slice of the stacked weights; an expert with no rows is skipped.
-// Leaves out: a fused grouped-GEMM kernel (the CUDA issue) and expert-parallel sharding.
+// With expert parallelism a rank holds experts [first, first + count) of the layer, as rows
+// [first, first + count) of the stacked tensors (models/moe/alltoall_dispatcher.h).
+// Leaves out: a fused grouped-GEMM kernel (the CUDA issue).
 #pragma once
 
 #include "core/tensor/arena.h"
@@ -22,13 +24,16 @@ struct ExpertGrads {
 
 class Experts {
  public:
-  Experts(const ModelConfig& config, int64_t max_rows) : config_(config), max_rows_(max_rows) {}
+  // Experts [first_expert, first_expert + num_experts) of model.moe.n_experts.
+  Experts(const ModelConfig& config, int64_t max_rows, int64_t first_expert, int64_t num_experts)
+      : config_(config), max_rows_(max_rows), first_expert_(first_expert),
+        num_experts_(num_experts) {}
 
   void bind_params(ParameterSet& params, const std::string& prefix);
   void layout_acts(Arena& arena, const std::string& category);
   static ExpertGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t max_rows);
 
-  // y_RD = experts(x_RD), rows grouped by `counts` [E].
+  // y_RD = experts(x_RD), rows grouped by `counts` [this rank's experts].
   void forward(Tensor y_RD, Tensor x_RD, const std::vector<int64_t>& counts);
   // d_x_RD (overwrite) from d_y_RD; the stacked weights' gradients accumulate.
   void backward(Tensor d_x_RD, Tensor d_y_RD, Tensor x_RD, const std::vector<int64_t>& counts,
@@ -39,7 +44,7 @@ class Experts {
 
  private:
   const ModelConfig& config_;
-  int64_t max_rows_;
+  int64_t max_rows_, first_expert_, num_experts_;
   Param gate_proj_, up_proj_, down_proj_;
   Tensor gate_buf_, up_buf_, act_buf_, out_buf_;
 };

@@ -18,13 +18,27 @@ LoadBalance load_balance(const std::vector<int64_t>& counts) {
   return b;
 }
 
-MoeLayer::MoeLayer(const ModelConfig& config, int64_t tokens, int64_t layer)
+namespace {
+
+int64_t ep_size(const ProcessGroup* group) { return group ? group->size() : 1; }
+
+}  // namespace
+
+MoeLayer::MoeLayer(const ModelConfig& config, int64_t tokens, int64_t layer,
+                   ProcessGroup* ep_group)
     : config_(config),
       tokens_(tokens),
       layer_(layer),
       router_(config, tokens, config.moe.max_top_k(layer)),
       dispatcher_(config, tokens, config.moe.max_top_k(layer)),
-      experts_(config, tokens * config.moe.max_top_k(layer)) {
+      alltoall_(ep_group && ep_group->size() > 1
+                    ? std::optional<AllToAllDispatcher>(std::in_place, config,
+                                                        tokens * config.moe.max_top_k(layer),
+                                                        *ep_group)
+                    : std::nullopt),
+      experts_(config, tokens * config.moe.max_top_k(layer) * ep_size(ep_group),
+               alltoall_ ? alltoall_->first_expert() : 0,
+               alltoall_ ? alltoall_->local_experts() : config.moe.n_experts) {
   if (config.moe.n_shared_experts > 0) shared_.emplace(config, tokens, config.moe.shared_width());
   set_phase(config.moe.num_phases() - 1);
   reset_step_stats();
@@ -39,6 +53,7 @@ void MoeLayer::bind_params(ParameterSet& params, const std::string& prefix) {
 void MoeLayer::layout_acts(Arena& arena, const std::string& category) {
   router_.layout_acts(arena, category);
   dispatcher_.layout_acts(arena, category);
+  if (alltoall_) alltoall_->layout_acts(arena, category);
   experts_.layout_acts(arena, category);
   if (shared_) {
     shared_->layout_acts(arena, category);
@@ -46,7 +61,8 @@ void MoeLayer::layout_acts(Arena& arena, const std::string& category) {
   }
 }
 
-MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens) {
+MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
+                                int64_t ep_size) {
   int64_t max_k = 1;
   for (int64_t l = config.moe.dense_layers; l < config.n_layers; ++l)
     max_k = std::max(max_k, config.moe.max_top_k(l));
@@ -54,9 +70,13 @@ MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t
   const std::string scratch = "gradient scratch";
   MoeGrads g;
   g.router = Router::layout_grads(arena, config, tokens);
-  g.experts = Experts::layout_grads(arena, config, rows);
+  g.experts = Experts::layout_grads(arena, config, rows * ep_size);
   g.d_x_buf = arena.take({rows, d}, DType::kF32, scratch);
   g.d_y_buf = arena.take({rows, d}, DType::kF32, scratch);
+  if (ep_size > 1) {
+    g.d_x_expert_buf = arena.take({rows * ep_size, d}, DType::kF32, scratch);
+    g.d_y_expert_buf = arena.take({rows * ep_size, d}, DType::kF32, scratch);
+  }
   g.d_probs_buf = arena.take({rows}, DType::kF32, scratch);
   g.d_tmp_ND = arena.take({tokens, d}, DType::kF32, scratch);
   if (config.moe.n_shared_experts > 0)
@@ -72,8 +92,17 @@ void MoeLayer::forward(Tensor out_ND, Tensor h_ND) {
   router_.forward(h_ND);
   dispatcher_.dispatch(h_ND, router_.experts_NK());
   const std::vector<int64_t>& counts = dispatcher_.tokens_per_expert();
-  Tensor y_RD = dispatcher_.rows(experts_.out_buffer());
-  experts_.forward(y_RD, dispatcher_.x_RD(), counts);
+  Tensor y_RD;
+  if (alltoall_) {
+    alltoall_->dispatch(dispatcher_.x_RD(), counts);
+    Tensor y_SD = alltoall_->rows(experts_.out_buffer());
+    experts_.forward(y_SD, alltoall_->x_SD(), alltoall_->tokens_per_local_expert());
+    y_RD = alltoall_->y_RD();
+    alltoall_->combine(y_RD, y_SD);
+  } else {
+    y_RD = dispatcher_.rows(experts_.out_buffer());
+    experts_.forward(y_RD, dispatcher_.x_RD(), counts);
+  }
   dispatcher_.combine(out_ND, y_RD, router_.probs_NK());
   if (shared_) {
     shared_->forward(shared_out_ND_, h_ND);
@@ -94,9 +123,17 @@ void MoeLayer::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MoeGr
   Tensor probs = router_.probs_NK();
   Tensor d_probs = g.d_probs_buf.slice_rows(0, probs.numel()).view(probs.shape);
   Tensor d_y = dispatcher_.rows(g.d_y_buf), d_x = dispatcher_.rows(g.d_x_buf);
-  dispatcher_.combine_backward(d_y, d_probs, d_out_ND, dispatcher_.rows(experts_.out_buffer()),
-                               probs);
-  experts_.backward(d_x, d_y, dispatcher_.x_RD(), counts, g.experts);
+  Tensor y_RD = alltoall_ ? alltoall_->y_RD() : dispatcher_.rows(experts_.out_buffer());
+  dispatcher_.combine_backward(d_y, d_probs, d_out_ND, y_RD, probs);
+  if (alltoall_) {
+    Tensor d_y_SD = alltoall_->rows(g.d_y_expert_buf), d_x_SD = alltoall_->rows(g.d_x_expert_buf);
+    alltoall_->combine_backward(d_y_SD, d_y);
+    experts_.backward(d_x_SD, d_y_SD, alltoall_->x_SD(), alltoall_->tokens_per_local_expert(),
+                      g.experts);
+    alltoall_->dispatch_backward(d_x, d_x_SD);
+  } else {
+    experts_.backward(d_x, d_y, dispatcher_.x_RD(), counts, g.experts);
+  }
   dispatcher_.dispatch_backward(d_h_ND, d_x);
   router_.backward(g.d_tmp_ND, d_probs, h_ND, aux_scale, g.router);
   ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
