@@ -177,14 +177,14 @@ void Watchdog::run() {
     };
     if (!waiting_.empty() && seconds(wait_start_) > config_.collective_timeout_s) {
       std::string line = fmt::format(
-          "no answer for {:.1f} s (parallelism.collective_timeout_s) in {} during {}", seconds(wait_start_),
+          "no answer for {:.3g} s (parallelism.collective_timeout_s) in {} during {}", seconds(wait_start_),
           waiting_, phase_);
       lock.unlock();
       fire(line + describe_peers() + "; exiting");
     }
     if (waiting_.empty() && seconds(phase_start_) > config_.progress_timeout_s) {
       std::string line = fmt::format(
-          "no progress for {:.1f} s (parallelism.progress_timeout_s) in {}: this rank hangs; "
+          "no progress for {:.3g} s (parallelism.progress_timeout_s) in {}: this rank hangs; "
           "exiting",
           seconds(phase_start_), phase_);
       lock.unlock();

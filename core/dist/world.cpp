@@ -19,10 +19,10 @@ int64_t check_layout(const ParallelismConfig& config, const Launch& launch) {
   int64_t dp = config.dp == 0 ? world : config.dp;
   if (dp != world)
     throw EveryRankError(fmt::format(
-        "parallelism.dp = {} but {} rank{} {} launched ({}); allowed: dp = {} or 0 (every "
+        "parallelism.dp = {} but {} rank{} {} launched{}; allowed: dp = {} or 0 (every "
         "launched rank)",
-        config.dp, world, world == 1 ? "" : "s", world == 1 ? "was" : "were", launch.describe(),
-        world));
+        config.dp, world, world == 1 ? "" : "s", world == 1 ? "was" : "were",
+        launch.source.empty() ? "" : " (" + launch.source + ")", world));
   if (dp % config.ep != 0)
     throw EveryRankError(fmt::format(
         "parallelism.ep = {} does not divide the {} data-parallel ranks; allowed: a divisor of "
