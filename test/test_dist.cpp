@@ -10,6 +10,7 @@
 #include "core/dist/launch.h"
 #include "core/dist/mpi_group.h"
 #include "core/dist/single_group.h"
+#include "core/dist/tcp_rendezvous.h"
 #include "core/dist/world.h"
 #include "core/recipe/recipe.h"
 #include "core/train/data_parallel.h"
@@ -18,6 +19,8 @@
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -26,6 +29,7 @@
 #include <map>
 #include <numeric>
 #include <string>
+#include <thread>
 
 using namespace sigma;
 
@@ -97,6 +101,44 @@ TEST_CASE("dist: launcher variables give rank, world size and rendezvous") {
                        doctest::Contains("RANK=2 is not below WORLD_SIZE=2"), UserError);
   CHECK_THROWS_WITH_AS(detect_launch(env_of({{"OMPI_COMM_WORLD_SIZE", "two"}})),
                        doctest::Contains("OMPI_COMM_WORLD_SIZE=two"), UserError);
+}
+
+TEST_CASE("dist: the TCP rendezvous hands rank 0's bytes to every rank") {
+  // A port the system just gave out, so it is free.
+  int probe = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  REQUIRE(::bind(probe, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(::getsockname(probe, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  ::close(probe);
+  auto launch = [&](int rank) {
+    Launch l;
+    l.launcher = Launcher::kEnv;
+    l.rank = rank;
+    l.world_size = 3;
+    l.master_addr = "127.0.0.1";
+    l.master_port = ntohs(address.sin_port);
+    return l;
+  };
+  std::string id(128, '\0');
+  for (size_t i = 0; i < id.size(); ++i) id[i] = char(i * 7);
+  std::string got1, got2;
+  // The others start first: they retry until rank 0 listens.
+  std::thread one([&] { got1 = rendezvous_over_tcp(launch(1), "", 10); });
+  std::thread two([&] { got2 = rendezvous_over_tcp(launch(2), "", 10); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));
+  CHECK(rendezvous_over_tcp(launch(0), id, 10) == id);
+  one.join();
+  two.join();
+  CHECK(got1 == id);
+  CHECK(got2 == id);
+
+  // Nobody at the address: a clear error once the time is up.
+  Launch lonely = launch(1);
+  CHECK_THROWS_WITH_AS(rendezvous_over_tcp(lonely, "", 0.3),
+                       doctest::Contains("rank 0 did not answer in time"), UserError);
 }
 
 TEST_CASE("dist: the layout is checked against the recipe and the world size") {

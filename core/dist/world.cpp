@@ -55,7 +55,7 @@ World start_world(const ParallelismConfig& config, Device device, const std::str
   } else {
 #if SIGMA_CUDA
     if (w.launch.launcher == Launcher::kMpi) w.bootstrap = make_mpi_world(watchdog);
-    w.world = make_nccl_world(w.launch, w.bootstrap.get(), watchdog);
+    w.world = make_nccl_world(w.launch, w.bootstrap.get(), watchdog, config.collective_timeout_s);
 #else
     fail("multi-rank CUDA training needs a sigma built with -DSIGMA_CUDA=ON (NCCL)");
 #endif
