@@ -1,11 +1,14 @@
 // sigma data prepare INPUT... --out PREFIX [--tokenizer byte|FILE] [--jsonl-field F] [--threads N]
 // sigma data train-tokenizer INPUT... --vocab-size N --out tokenizer.json [...]
+// sigma data random --out PREFIX --vocab-size N --tokens N   (benchmark data)
 // Builds a Megatron indexed dataset (PREFIX.bin + PREFIX.idx), or learns a byte-level BPE
 // tokenizer.json; draws prepare's progress on stderr and prints the final statistics.
 // Leaves out: the work itself (core/data/prepare.h, core/data/bpe_trainer.h).
 #include "app/commands.h"
 #include "core/data/bpe_trainer.h"
+#include "core/data/indexed_dataset.h"
 #include "core/data/prepare.h"
+#include "core/random.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -128,6 +131,43 @@ void add_train_tokenizer(CLI::App& data) {
   });
 }
 
+// Uniformly random tokens: data for benchmarks and smoke tests at any vocabulary size,
+// where what is learned does not matter (the PyTorch peer trains on random tokens too).
+void add_random(CLI::App& data) {
+  struct Options {
+    std::string out;
+    int64_t vocab_size = 0, tokens = 0, document_tokens = 4097;
+    uint64_t seed = 0;
+  };
+  auto options = std::make_shared<Options>();
+  CLI::App* random = data.add_subcommand(
+      "random", "Write a dataset of uniformly random tokens (for benchmarks and smoke tests)");
+  random->add_option("--out", options->out, "Output prefix (PREFIX.bin, PREFIX.idx)")->required();
+  random->add_option("--vocab-size", options->vocab_size, "Token ids are drawn from [0, N)")
+      ->required()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 31));
+  random->add_option("--tokens", options->tokens, "Total tokens")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  random->add_option("--document-tokens", options->document_tokens, "Tokens per document")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  random->add_option("--seed", options->seed, "Random seed")->capture_default_str();
+  random->callback([options] {
+    IndexedDatasetWriter writer(options->out, options->vocab_size);
+    Rng rng(options->seed);
+    std::vector<int32_t> document;
+    for (int64_t done = 0; done < options->tokens; done += int64_t(document.size())) {
+      document.resize(size_t(std::min(options->document_tokens, options->tokens - done)));
+      for (int32_t& token : document) token = int32_t(rng.below(uint64_t(options->vocab_size)));
+      writer.add_document(document);
+    }
+    writer.finish();
+    fmt::print("dataset  {} ({} tokens in {} documents, vocabulary {})\n", options->out,
+               writer.num_tokens(), writer.num_documents(), options->vocab_size);
+  });
+}
+
 }  // namespace
 
 void add_data_command(CLI::App& app) {
@@ -135,6 +175,7 @@ void add_data_command(CLI::App& app) {
   data->require_subcommand(1);
   add_prepare(*data);
   add_train_tokenizer(*data);
+  add_random(*data);
 }
 
 }  // namespace sigma::app

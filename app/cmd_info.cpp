@@ -2,6 +2,7 @@
 // anything runs; sigma info --keys: the recipe key reference.
 #include "app/commands.h"
 #include "core/recipe/recipe.h"
+#include "kernels/device.h"
 #include "models/model_plan.h"
 
 #include <fmt/format.h>
@@ -28,7 +29,13 @@ std::string human_count(double n) {
 void print_info(const Recipe& recipe) {
   const ModelConfig& m = recipe.model;
   const AttentionConfig& a = m.attention;
-  ModelPlan plan = plan_model(m, recipe.train.micro_batch, recipe.data.seq_len);
+  // The engine the recipe would train on: "auto" means the GPU when this machine has one.
+  DeviceKind kind = recipe.train.device;
+  if (kind == DeviceKind::kAuto)
+    kind = device::cuda_available() ? DeviceKind::kCuda : DeviceKind::kCpu;
+  bool cuda = kind == DeviceKind::kCuda;
+  ModelPlan plan = plan_model(m, recipe.train.micro_batch, recipe.data.seq_len,
+                              cuda ? Device::kCuda : Device::kCpu, recipe.train.recompute);
   fmt::print("recipe      {}\n", recipe.source_path);
   fmt::print("model       {} layers, d_model {}, d_ff {}, vocab {}{}\n", m.n_layers, m.d_model,
              m.d_ff, m.vocab_size, m.tie_embeddings ? ", tied embeddings" : "");
@@ -63,7 +70,8 @@ void print_info(const Recipe& recipe) {
   }
   fmt::print("batch       micro-batch {} x {} tokens, global {} tokens\n", recipe.train.micro_batch,
              recipe.data.seq_len, recipe.train.global_batch_tokens);
-  fmt::print("memory per rank (fp32 CPU engine, 1 rank):\n");
+  fmt::print("memory per rank ({}, 1 rank):\n",
+             cuda ? "CUDA engine: bf16 activations and weights, fp32 master weights" : "fp32 CPU engine");
   size_t total = 0;
   for (const auto& [category, bytes] : plan.bytes) {
     fmt::print("  {:<18} {:>12}\n", category, human_bytes(double(bytes)));

@@ -26,5 +26,8 @@ void synchronize();
 // The most device memory sigma's allocations held at once (0 without CUDA); the cuBLASLt
 // workspace and the CUDA context come on top.
 size_t peak_bytes();
+// Device memory in use on the whole GPU (total - free, as nvidia-smi counts it: the CUDA
+// context and library pools included); 0 without CUDA.
+size_t used_bytes();
 
 }  // namespace sigma::device

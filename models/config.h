@@ -86,6 +86,13 @@ struct MoeConfig {
   }
 };
 
+// Which activations backward recomputes instead of keeping (memory for compute):
+// kAttention keeps each layer's inputs and recomputes its attention block (projections,
+// AugQ, RoPE, flash attention: every layer shares one set of those buffers); kLayer keeps
+// only each layer's input and reruns the whole layer (MoE layers keep their own buffers,
+// since routing statistics must be counted once).
+enum class Recompute { kNone, kAttention, kLayer };
+
 struct ModelConfig {
   ModelFamily family = ModelFamily::kSigma;
   int64_t n_layers = 6;

@@ -17,10 +17,11 @@ std::string describe_top_k(const std::vector<int64_t>& top_k, int64_t n_layers) 
   return "[" + text + "]";
 }
 
-ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq_len) {
-  ParameterSet params(Device::kCpu);
-  Arena acts(Device::kCpu);
-  Transformer model(config, micro_batch, seq_len);
+ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq_len,
+                     Device device, Recompute recompute) {
+  ParameterSet params(device);
+  Arena acts(device);
+  Transformer model(config, micro_batch, seq_len, recompute);
   model.bind_params(params);
   model.layout_acts(acts);
 
@@ -52,6 +53,11 @@ ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq
   // Gradients mirror the weights' layout, and AdamW keeps two moments of the same layout.
   plan.bytes["gradients"] = plan.bytes["weights"];
   plan.bytes["optimizer state"] = 2 * plan.bytes["weights"];
+  if (params.separate_weights()) {
+    plan.bytes["weights (bf16 copy)"] = params.num_elements() * dtype_size(DType::kBF16);
+    // The CUDA runtime's cuBLASLt workspace and reduction scratch (kernels/cuda/runtime.h).
+    plan.bytes["runtime buffers"] = size_t(128) << 20;
+  }
   return plan;
 }
 

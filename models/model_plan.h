@@ -2,6 +2,7 @@
 // computed by the same layout passes that allocate the real run (so they cannot disagree).
 #pragma once
 
+#include "core/tensor/tensor.h"
 #include "models/config.h"
 
 #include <cstdint>
@@ -34,6 +35,9 @@ struct ModelPlan {
 // "[8 x8, 1 x48]": a per-layer top-k list, run-length encoded over n_layers, for logs.
 std::string describe_top_k(const std::vector<int64_t>& top_k, int64_t n_layers);
 
-ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq_len);
+// On Device::kCuda the plan has bf16 activations and the bf16 weight copies of the CUDA
+// engine (planning allocates nothing, so it works on a machine without a GPU).
+ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq_len,
+                     Device device = Device::kCpu, Recompute recompute = Recompute::kNone);
 
 }  // namespace sigma

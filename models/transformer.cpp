@@ -5,14 +5,19 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cinttypes>
 #include <cstdio>
 
 namespace sigma {
 
 Transformer::Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len,
-                         ProcessGroup* ep_group)
-    : config_(config), batch_(batch), seq_len_(seq_len), ep_size_(ep_group ? ep_group->size() : 1) {
+                         Recompute recompute, ProcessGroup* ep_group)
+    : config_(config),
+      batch_(batch),
+      seq_len_(seq_len),
+      recompute_(recompute),
+      ep_size_(ep_group ? ep_group->size() : 1) {
   for (int64_t l = 0; l < config.n_layers; ++l) {
     Layer layer{Attention(config, batch, seq_len), {}, {}, {}, {}, {}, {}, {}, {}};
     if (config.moe.is_moe_layer(l))
@@ -55,25 +60,54 @@ void Transformer::layout_acts(Arena& arena) {
   targets_N_ = arena.take({n}, DType::kI32, acts);
   positions_N_ = arena.take({n}, DType::kI32, acts);
   residual_ND_.clear();
-  mid_ND_.clear();
+  mid_ND_.assign(layers_.size(), Tensor{});
   for (int64_t l = 0; l <= config_.n_layers; ++l)
     residual_ND_.push_back(arena.take({n, d}, act, acts));
-  for (Layer& layer : layers_) {
-    mid_ND_.push_back(arena.take({n, d}, act, acts));
+  // A layer's own activations: its branch inputs, and the blocks' internal buffers.
+  auto take_inputs = [&](size_t l) {
+    Layer& layer = layers_[l];
+    mid_ND_[l] = arena.take({n, d}, act, acts);
     layer.h1_ND = arena.take({n, d}, act, acts);
     layer.rstd1_N = arena.take({n}, DType::kF32, acts);
     layer.h2_ND = arena.take({n, d}, act, acts);
     layer.rstd2_N = arena.take({n}, DType::kF32, acts);
-    layer.attention.layout_acts(arena, acts);
+  };
+  auto take_ffn = [&](Layer& layer) {
     if (layer.moe)
       layer.moe->layout_acts(arena, acts);
     else
       layer.mlp->layout_acts(arena, acts);
+  };
+  bool layer_mode = recompute_ == Recompute::kLayer;
+  // Kept for backward: everything without recomputation; the inputs with kAttention; with
+  // kLayer only the MoE blocks, whose routing statistics must not be counted twice.
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& layer = layers_[l];
+    if (!layer_mode) take_inputs(l);
+    if (recompute_ == Recompute::kNone) layer.attention.layout_acts(arena, acts);
+    if (!layer_mode || layer.moe) take_ffn(layer);
+  }
+  // Recomputed in backward, one layer at a time: every layer's copies share one region.
+  if (recompute_ != Recompute::kNone) {
+    const std::string shared = "activations (recomputed)";
+    size_t start = arena.mark();
+    for (size_t l = 0; l < layers_.size(); ++l) {
+      Layer& layer = layers_[l];
+      arena.rewind(start);
+      if (layer_mode) take_inputs(l);
+      layer.attention.layout_acts(arena, shared);
+      if (layer_mode && !layer.moe) layer.mlp->layout_acts(arena, shared);
+    }
+    arena.skip_to_end();
   }
   branch_ND_ = arena.take({n, d}, act, acts);
   final_ND_ = arena.take({n, d}, act, acts);
   final_rstd_N_ = arena.take({n}, DType::kF32, acts);
-  logits_NV_ = arena.take({n, config_.vocab_size}, act, "logits");
+  // About 1 GiB of fp32 logits a chunk: big enough that each chunk's GEMMs fill a GPU.
+  int64_t v = config_.vocab_size;
+  head_chunk_ = std::clamp<int64_t>((int64_t(1) << 28) / v / 128 * 128, 128, n);
+  logits_CV_ = arena.take({head_chunk_, v}, DType::kF32, "logits");
+  d_logits_CV_ = act == DType::kF32 ? logits_CV_ : arena.take({head_chunk_, v}, act, "logits");
   losses_N_ = arena.take({n}, DType::kF32, acts);
 
   d_res_ND_ = arena.take({n, d}, act, "gradient scratch");
@@ -94,43 +128,68 @@ void Transformer::layout_acts(Arena& arena) {
   }
 }
 
-double Transformer::forward() {
+double Transformer::forward(float head_grad_scale) {
   forward_layers();
   float eps = float(config_.norm_eps);
   ops::rmsnorm_forward(final_ND_, final_rstd_N_, residual_ND_.back(), final_norm_.weight, eps);
-  ops::matmul_forward(logits_NV_, final_ND_, lm_head_.weight);
-  ops::cross_entropy_forward(losses_N_, logits_NV_, targets_N_);
+  int64_t n = tokens_per_pass();
+  for (int64_t begin = 0; begin < n; begin += head_chunk_)
+    head_chunk(begin, std::min(n, begin + head_chunk_), head_grad_scale);
+  head_grad_scale_ = head_grad_scale;
   return ops::sum(losses_N_);
 }
 
+// logits = final @ lm_head^T, the losses, and with grad_scale > 0 the head's backward:
+// d_logits = (softmax - onehot) * grad_scale, d_h = d_logits @ lm_head, lm_head.grad +=.
+void Transformer::head_chunk(int64_t begin, int64_t end, float grad_scale) {
+  int64_t rows = end - begin;
+  Tensor logits = logits_CV_.slice_rows(0, rows), d_logits = d_logits_CV_.slice_rows(0, rows);
+  Tensor final = final_ND_.slice_rows(begin, end), targets = targets_N_.slice_rows(begin, end);
+  ops::matmul_forward(logits, final, lm_head_.weight);
+  ops::cross_entropy_forward(losses_N_.slice_rows(begin, end), logits, targets);
+  if (grad_scale == 0) return;
+  ops::cross_entropy_backward(d_logits, logits, targets, grad_scale);
+  ops::matmul_backward(d_h_ND_.slice_rows(begin, end), lm_head_.grad, d_logits, final,
+                       lm_head_.weight);
+}
+
 void Transformer::forward_layers() {
-  float eps = float(config_.norm_eps);
   ops::embedding_forward(residual_ND_[0], tokens_N_, embed_tokens_.weight);
   for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& layer = layers_[l];
-    Tensor x = residual_ND_[l], mid = mid_ND_[l];
-    ops::rmsnorm_forward(layer.h1_ND, layer.rstd1_N, x, layer.input_layernorm.weight, eps);
-    layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
-    ops::add(mid, x, branch_ND_);
-    ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.weight, eps);
-    if (layer.moe)
-      layer.moe->forward(branch_ND_, layer.h2_ND);
-    else
-      layer.mlp->forward(branch_ND_, layer.h2_ND);
-    ops::add(residual_ND_[l + 1], mid, branch_ND_);
+    forward_layer(l, true);
+    if (layer.moe) layer.moe->forward(branch_ND_, layer.h2_ND);
+    ops::add(residual_ND_[l + 1], mid_ND_[l], branch_ND_);
   }
 }
 
+void Transformer::forward_layer(size_t l, bool with_mlp) {
+  float eps = float(config_.norm_eps);
+  Layer& layer = layers_[l];
+  Tensor x = residual_ND_[l], mid = mid_ND_[l];
+  ops::rmsnorm_forward(layer.h1_ND, layer.rstd1_N, x, layer.input_layernorm.weight, eps);
+  layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
+  ops::add(mid, x, branch_ND_);
+  ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.weight, eps);
+  if (with_mlp && layer.mlp) layer.mlp->forward(branch_ND_, layer.h2_ND);
+}
+
 void Transformer::backward(float loss_scale) {
-  // The logits buffer becomes its own gradient: it is not needed after this point.
-  ops::cross_entropy_backward(logits_NV_, logits_NV_, targets_N_, loss_scale);
-  ops::matmul_backward(d_h_ND_, lm_head_.grad, logits_NV_, final_ND_, lm_head_.weight);
+  // The head's gradient, unless the forward pass already produced it with this scale.
+  if (head_grad_scale_ != loss_scale) {
+    int64_t n = tokens_per_pass();
+    for (int64_t begin = 0; begin < n; begin += head_chunk_)
+      head_chunk(begin, std::min(n, begin + head_chunk_), loss_scale);
+  }
+  head_grad_scale_ = 0;
   ops::rmsnorm_backward(d_res_ND_, final_norm_.grad, d_h_ND_, residual_ND_.back(),
                         final_norm_.weight, final_rstd_N_);
   grads_ready(config_.n_layers + 1);
   for (size_t l = layers_.size(); l-- > 0;) {
     Layer& layer = layers_[l];
     Tensor x = residual_ND_[l], mid = mid_ND_[l];
+    // Rebuild what this layer's backward reads (the same values: every op is deterministic).
+    if (recompute_ == Recompute::kLayer) forward_layer(l, true);
     // d_res holds d(loss)/d(x_{l+1}); the residual passes it straight to x_mid, and the MLP
     // branch adds its share through the post-attention norm.
     if (layer.moe)
@@ -141,6 +200,8 @@ void Transformer::backward(float loss_scale) {
     ops::rmsnorm_backward(d_tmp_ND_, layer.post_attention_layernorm.grad, d_h_ND_, mid,
                           layer.post_attention_layernorm.weight, layer.rstd2_N);
     ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
+    if (recompute_ == Recompute::kAttention)
+      layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
     layer.attention.backward(d_h_ND_, d_res_ND_, layer.h1_ND, positions_N_, attention_grads_);
     ops::rmsnorm_backward(d_tmp_ND_, layer.input_layernorm.grad, d_h_ND_, x,
                           layer.input_layernorm.weight, layer.rstd1_N);

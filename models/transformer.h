@@ -8,7 +8,8 @@
 //   loss = cross_entropy(lm_head(rmsnorm(x_L)), targets)
 // With [model.moe], mlp is an MoeLayer from layer model.moe.dense_layers on, and each MoE
 // layer adds its balancing losses (aux_loss()), whose gradients backward includes.
-// Every activation backward needs is saved in the planned arena; nothing is recomputed yet.
+// Activations backward needs are kept in the planned arena, or recomputed per layer when the
+// recipe asks (Recompute in models/config.h).
 #pragma once
 
 #include "core/tensor/arena.h"
@@ -29,7 +30,7 @@ class Transformer {
  public:
   // `ep_group` splits each MoE layer's experts over its ranks (null: every expert here).
   Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len,
-              ProcessGroup* ep_group = nullptr);
+              Recompute recompute = Recompute::kNone, ProcessGroup* ep_group = nullptr);
 
   // Layout passes; each runs twice (plan, then bind after allocation).
   void bind_params(ParameterSet& params);
@@ -39,8 +40,10 @@ class Transformer {
   Tensor tokens() const { return tokens_N_; }
   Tensor targets() const { return targets_N_; }
 
-  // Runs forward and returns the sum of the per-token losses.
-  double forward();
+  // Runs forward and returns the sum of the per-token losses. With head_grad_scale > 0 (a
+  // training pass that will call backward(head_grad_scale)) the LM head's backward runs
+  // fused into its forward, chunk by chunk, so no [N, V] logits buffer ever exists.
+  double forward(float head_grad_scale = 0);
   // The layers only, no LM head: the routing pre-pass of global-batch LBL.
   void forward_layers();
   // Backpropagates loss_scale * (sum of losses + tokens_per_pass() * aux_loss()), so the
@@ -80,12 +83,15 @@ class Transformer {
     Tensor h1_ND, rstd1_N, h2_ND, rstd2_N;  // normed inputs of the two branches
   };
 
+  // Layer l's norms, attention and add (and its dense MLP with `with_mlp`), from x_l.
+  void forward_layer(size_t l, bool with_mlp);
   void grads_ready(int64_t part) {
     if (grads_ready_) grads_ready_(part);
   }
 
   const ModelConfig& config_;
   int64_t batch_, seq_len_;
+  Recompute recompute_;
   int64_t ep_size_ = 1;
   std::function<void(int64_t)> grads_ready_;
   std::vector<Layer> layers_;
@@ -95,7 +101,12 @@ class Transformer {
   std::vector<Tensor> residual_ND_;  // x_0 .. x_L
   std::vector<Tensor> mid_ND_;       // x_mid of each layer
   Tensor branch_ND_;                 // a branch's output before it joins the residual
-  Tensor final_ND_, final_rstd_N_, logits_NV_, losses_N_;
+  // The LM head and loss run over chunks of head_chunk_ rows: fp32 logits [C, V] and their
+  // gradient (the same buffer on the CPU; bf16 on CUDA, for the tensor cores).
+  void head_chunk(int64_t begin, int64_t end, float grad_scale);
+  int64_t head_chunk_ = 0;
+  float head_grad_scale_ = 0;  // the scale the last forward already applied to d_h_ND_, or 0
+  Tensor final_ND_, final_rstd_N_, logits_CV_, d_logits_CV_, losses_N_;
   // Gradient scratch, shared by all layers.
   Tensor d_res_ND_, d_h_ND_, d_tmp_ND_;
   AttentionGrads attention_grads_;

@@ -307,7 +307,7 @@ TEST_CASE("dist: world expert-parallel MoE layers equal the local layer") {
   c.moe.top_k = {2};
   c.moe.lbl_coeff = 0.1;
   c.moe.z_loss_coeff = 0.01;
-  test::TinyModel local(c, 3, 5), split(c, 3, 5, Device::kCpu, &world);
+  test::TinyModel local(c, 3, 5), split(c, 3, 5, Device::kCpu, Recompute::kNone, &world);
   // Each rank routes its own tokens, so the ranks' experts see different mixes.
   Rng rng(100 + uint64_t(me));
   for (int64_t i = 0; i < local.model.tokens().numel(); ++i) {

@@ -225,3 +225,22 @@ TEST_CASE("moe: a phase switch changes each layer's top-k and nothing else") {
   CHECK(m.loss() == top1);  // switching back reproduces the same forward
   CHECK(top23 != top1);
 }
+
+TEST_CASE("moe: recomputing attention or whole layers gives the same loss and gradients") {
+  ModelConfig c = tiny_moe(RouterScore::kSoftmax, false, 1);
+  std::vector<float> reference;
+  double reference_loss = 0;
+  for (Recompute mode : {Recompute::kNone, Recompute::kAttention, Recompute::kLayer}) {
+    test::TinyModel m(c, 2, 5, Device::kCpu, mode);
+    m.params.zero_grads();
+    double loss = m.loss();
+    m.model.backward(float(1.0 / double(m.model.tokens_per_pass())));
+    if (mode == Recompute::kNone) {
+      reference = m.grads();
+      reference_loss = loss;
+      continue;
+    }
+    CHECK(loss == reference_loss);
+    CHECK(m.grads() == reference);
+  }
+}

@@ -1,5 +1,7 @@
 #include "core/tensor/arena.h"
 
+#include <algorithm>
+
 namespace sigma {
 
 namespace {
@@ -14,11 +16,13 @@ Tensor Arena::take(Shape shape, DType dtype, const std::string& category) {
   size_t bytes = (t.bytes() + kAlignment - 1) / kAlignment * kAlignment;
   if (allocated()) {
     t = buffer_.tensor(cursor_, shape, dtype);
-  } else {
-    by_category_[category] += bytes;
+  } else if (cursor_ + bytes > cursor_max_) {
+    // Only memory no earlier tensor shared (see rewind) adds to the plan.
+    by_category_[category] += cursor_ + bytes - std::max(cursor_, cursor_max_);
   }
   cursor_ += bytes;
-  if (cursor_ > cursor_max_) cursor_max_ = cursor_;
+  cursor_max_ = std::max(cursor_max_, cursor_);
+  pass_end_ = std::max(pass_end_, cursor_);
   return t;
 }
 
@@ -26,6 +30,7 @@ void Arena::allocate() {
   SIGMA_CHECK(!allocated(), "arena allocated twice");
   buffer_ = Buffer(cursor_max_, device_);
   cursor_ = 0;
+  pass_end_ = 0;
 }
 
 }  // namespace sigma

@@ -26,6 +26,13 @@ class Arena {
   void zero() { buffer_.zero(); }
 
   size_t planned_bytes() const { return cursor_max_; }
+
+  // Tensors that are never live at the same time can share memory: take them after
+  // rewinding to a mark (activation recomputation gives every layer the same scratch), then
+  // continue past everything taken so far with skip_to_end().
+  size_t mark() const { return cursor_; }
+  void rewind(size_t mark) { cursor_ = mark; }
+  void skip_to_end() { cursor_ = pass_end_; }
   // The whole allocation as one 1-D tensor (alignment gaps included; they stay zero), for
   // passes over every tensor at once such as the global gradient norm.
   Tensor whole(DType dtype) const {
@@ -39,6 +46,7 @@ class Arena {
   Buffer buffer_;
   size_t cursor_ = 0;
   size_t cursor_max_ = 0;
+  size_t pass_end_ = 0;  // the furthest this layout pass has taken
   std::map<std::string, size_t> by_category_;
 };
 

@@ -54,7 +54,12 @@ const schema::Section<TrainConfig>& train_section() {
              "training tokens over which the batch grows linearly to global_batch_tokens",
              Range::at_least(0), "tokens")
         .key("threads", &TrainConfig::threads, "CPU threads; 0 uses every core",
-             Range::at_least(0));
+             Range::at_least(0))
+        .key("recompute", &TrainConfig::recompute,
+             "activations recomputed in backward to save memory: none; attention (each layer's "
+             "attention block); layer (whole layers, MoE blocks excepted)",
+             {{Recompute::kNone, "none"}, {Recompute::kAttention, "attention"},
+              {Recompute::kLayer, "layer"}});
     return train;
   }();
   return section;

@@ -2,6 +2,8 @@
 // Recipe keys (docs, ranges) and cross-field checks: core/train/config.cpp.
 #pragma once
 
+#include "models/config.h"
+
 #include <cstdint>
 #include <string>
 
@@ -31,6 +33,7 @@ struct TrainConfig {
   int64_t batch_ramp_start_tokens = 0;  // 0 disables the ramp
   int64_t batch_ramp_tokens = 0;
   int64_t threads = 0;              // CPU threads; 0 = all cores
+  Recompute recompute = Recompute::kNone;  // activations recomputed in backward
 
   bool operator==(const TrainConfig&) const = default;
 };

@@ -80,7 +80,8 @@ struct Engine {
         device(device),
         params(device),
         activations(device),
-        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len, world.ep_group.get()),
+        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len, recipe.train.recompute,
+              world.ep_group.get()),
         inputs_host(2 * size_t(model.tokens_per_pass()) * sizeof(int32_t), Device::kCpu) {
     model.bind_params(params);
     params.allocate();
@@ -179,7 +180,8 @@ class Trainer {
                 world),
         batches_(recipe.train, recipe.data.seq_len),
         train_data_(recipe.data, Split::kTrain, recipe.run.seed),
-        plan_(plan_model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len)) {
+        plan_(plan_model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len,
+                         engine_.device, recipe.train.recompute)) {
     if (recipe.eval.interval > 0 && recipe.data.valid_fraction > 0)
       valid_data_.emplace(recipe.data, Split::kValid, recipe.run.seed);
   }
@@ -269,6 +271,14 @@ class Trainer {
                              "parameters per phase",
                              moe.n_experts, moe.d_expert, moe.dense_layers, moe.n_shared_experts,
                              active));
+    }
+    if (cuda) {
+      size_t planned = 0;
+      for (const auto& [category, bytes] : plan_.bytes) planned += bytes;
+      log_->line(fmt::format("gpu memory: {:.2f} GiB planned (sigma info), {:.2f} GiB allocated, "
+                             "{:.2f} GiB in use on the GPU (CUDA context and libraries included)",
+                             double(planned) / (1 << 30), double(device::peak_bytes()) / (1 << 30),
+                             double(device::used_bytes()) / (1 << 30)));
     }
     if (engine_.parallel)
       log_->line(fmt::format("parallel: {} ranks ({}), dp {} with ZeRO-1, ep {}; {} gradient "
@@ -390,7 +400,7 @@ class Trainer {
         std::copy_n(prepass_targets_.data() + i * n, n, engine_.targets_host());
       }
       engine_.load_inputs();
-      loss_sum += model.forward();
+      loss_sum += model.forward(loss_scale);  // the LM head's backward fused in
       aux_sum += model.aux_loss();
       if (engine_.parallel && i == mine - 1) engine_.parallel->arm_last_backward();
       model.backward(loss_scale);
@@ -398,10 +408,10 @@ class Trainer {
     train_data_.set_position(step_start + micro_batches * recipe_.train.micro_batch);
     phase(fmt::format("step {}: gradient reduction and update", progress_.step + 1));
     if (engine_.parallel) {
+      grad_norm_ = engine_.parallel->finish_gradients();
       double sums[] = {loss_sum, aux_sum};
       engine_.parallel->sum(sums);
       loss_sum = sums[0], aux_sum = sums[1];
-      grad_norm_ = engine_.parallel->finish_gradients();
     } else {
       // One pass over the whole gradient arena: one host synchronisation per step.
       grad_norm_ = std::sqrt(ops::sum_squares(engine_.params.grads().whole(DType::kF32)));
@@ -440,6 +450,10 @@ class Trainer {
                           {"step_ms", step_seconds * 1e3}};
     // What backward did not hide of the gradient reduction.
     if (engine_.parallel) row["grad_wait_ms"] = engine_.parallel->last_wait_seconds() * 1e3;
+    if (engine_.device == Device::kCuda) {
+      row["gpu_peak_gib"] = double(device::peak_bytes()) / double(1 << 30);
+      row["gpu_used_gib"] = double(device::used_bytes()) / double(1 << 30);
+    }
     std::string moe_summary = moe_ ? log_moe_balance(row) : "";
     log_->metrics(row);
     log_->progress(fmt::format("step {:>{}}/{} | loss {:.4f} | lr {:.3e} | grad norm {:.3f} | "

@@ -30,13 +30,24 @@ struct Runtime {
   }
 };
 
-// Created on first use and kept for the process: the driver frees it all at exit.
-Runtime& runtime() {
-  static Runtime* r = new Runtime();
-  return *r;
+std::atomic<size_t> live_bytes{0}, peak{0};
+
+void count_allocation(size_t bytes) {
+  size_t now = live_bytes += bytes;
+  size_t old = peak.load();
+  while (now > old && !peak.compare_exchange_weak(old, now)) {
+  }
 }
 
-std::atomic<size_t> live_bytes{0}, peak{0};
+// Created on first use and kept for the process: the driver frees it all at exit.
+Runtime& runtime() {
+  static Runtime* r = [] {
+    auto* created = new Runtime();
+    count_allocation(cuda::kCublasLtWorkspaceBytes + cuda::kScratchBytes);
+    return created;
+  }();
+  return *r;
+}
 
 }  // namespace
 
@@ -91,10 +102,7 @@ void* allocate(size_t bytes) {
          double(bytes) / (1 << 30), double(free) / (1 << 30), double(total) / (1 << 30));
   }
   SIGMA_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, cuda::stream()));
-  size_t now = live_bytes += bytes;
-  size_t old = peak.load();
-  while (now > old && !peak.compare_exchange_weak(old, now)) {
-  }
+  count_allocation(bytes);
   return data;
 }
 
@@ -121,6 +129,12 @@ void copy(Tensor dst, Tensor src) {
 void synchronize() { SIGMA_CUDA_CHECK(cudaStreamSynchronize(cuda::stream())); }
 
 size_t peak_bytes() { return peak.load(); }
+
+size_t used_bytes() {
+  size_t free = 0, total = 0;
+  SIGMA_CUDA_CHECK(cudaMemGetInfo(&free, &total));
+  return total - free;
+}
 
 }  // namespace device
 }  // namespace sigma

@@ -22,5 +22,6 @@ void copy(Tensor dst, Tensor src) {
 
 void synchronize() {}
 size_t peak_bytes() { return 0; }
+size_t used_bytes() { return 0; }
 
 }  // namespace sigma::device
