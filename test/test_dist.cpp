@@ -1,11 +1,6 @@
-// Distributed training pieces: launcher variables, the [parallelism] checks, the ZeRO-1
-// bucket and shard plan, the collectives of whatever world this process runs in, and the
-// expert-parallel MoE layer against the local one, and ZeRO shards that reload on other
-// layouts.
-//
-// Run alone (ctest) the world is one process and the collectives are copies; the
-// integration test test/integration/dist_collectives.sh runs the "dist: world" cases under
-// `mpirun -np 2` and `-np 4`, where they check real MPI traffic.
+// Distributed training pieces that need no other rank: launcher variables, the TCP
+// rendezvous, the [parallelism] checks, the ZeRO-1 bucket and shard plan, and ZeRO shards
+// that reload on other layouts. The collectives themselves: test_dist_world.cpp.
 #include "core/checkpoint/checkpoint.h"
 #include "core/dist/launch.h"
 #include "core/dist/mpi_group.h"
@@ -41,22 +36,6 @@ GetEnv env_of(std::map<std::string, std::string> vars) {
     auto it = shared->find(name);
     return it == shared->end() ? nullptr : it->second.c_str();
   };
-}
-
-// The world of this test process: MPI under mpirun, else one process. Made once (MPI can be
-// initialised once) and finalised at exit.
-ProcessGroup& test_world() {
-  static std::unique_ptr<ProcessGroup> world = [] {
-    Launch launch = detect_launch();
-    if (launch.launcher == Launcher::kMpi && launch.world_size > 1) return make_mpi_world(nullptr);
-    return std::unique_ptr<ProcessGroup>(std::make_unique<SingleGroup>(Device::kCpu));
-  }();
-  return *world;
-}
-
-Tensor host_tensor(std::vector<float>& values, Shape shape) {
-  REQUIRE(int64_t(values.size()) == shape.numel());
-  return Tensor{values.data(), shape, DType::kF32, Device::kCpu};
 }
 
 ParamSpan span(size_t index, int64_t offset, int64_t rows, int64_t row_numel, int64_t part,
@@ -204,155 +183,6 @@ TEST_CASE("dist: zero plan cuts buckets in backward order and shards at row star
   CHECK(rows.first == 2);
   CHECK(rows.last == 6);
   CHECK(rows_within(params[2], 0, 40).rows() == 0);
-}
-
-TEST_CASE("dist: world collectives give what one process computes") {
-  ProcessGroup& world = test_world();
-  int n = world.size(), me = world.rank();
-  INFO("rank ", me, " of ", n);
-
-  std::vector<float> data(6);
-  for (size_t i = 0; i < data.size(); ++i) data[i] = float(me) + 0.5f * float(i);
-  world.all_reduce(host_tensor(data, {6}));
-  for (size_t i = 0; i < data.size(); ++i)
-    CHECK(data[i] == float(n * (n - 1) / 2) + float(n) * 0.5f * float(i));
-
-  // Uneven parts: rank r's part has r + 1 elements.
-  std::vector<int64_t> counts(static_cast<size_t>(n));
-  std::iota(counts.begin(), counts.end(), 1);
-  int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t(0));
-  int64_t my_offset = std::accumulate(counts.begin(), counts.begin() + me, int64_t(0));
-  std::vector<float> in(static_cast<size_t>(total)), out(size_t(counts[size_t(me)]));
-  for (int64_t j = 0; j < total; ++j) in[size_t(j)] = float(100 * me + j);
-  world.reduce_scatter_async(host_tensor(out, {counts[size_t(me)]}), host_tensor(in, {total}), counts)
-      ->wait();
-  for (int64_t k = 0; k < counts[size_t(me)]; ++k)
-    CHECK(out[size_t(k)] == float(100 * n * (n - 1) / 2 + n * (my_offset + k)));
-
-  std::vector<float> gathered(static_cast<size_t>(total), -1.0f);
-  for (int64_t k = 0; k < counts[size_t(me)]; ++k) gathered[size_t(my_offset + k)] = float(1000 * me + k);
-  world.all_gather(host_tensor(gathered, {total}), counts);
-  for (int r = 0, at = 0; r < n; ++r)
-    for (int64_t k = 0; k < counts[size_t(r)]; ++k) CHECK(gathered[size_t(at++)] == float(1000 * r + k));
-
-  // Rows of 3 floats: rank i sends (i + j) % 3 rows to rank j, each row naming (i, j, row).
-  std::vector<int64_t> send_rows(static_cast<size_t>(n)), recv_rows(static_cast<size_t>(n));
-  std::vector<float> send, recv;
-  for (int j = 0; j < n; ++j) {
-    send_rows[size_t(j)] = (me + j) % 3;
-    recv_rows[size_t(j)] = (j + me) % 3;
-    for (int64_t row = 0; row < send_rows[size_t(j)]; ++row)
-      send.insert(send.end(), {float(me), float(j), float(row)});
-  }
-  int64_t received = std::accumulate(recv_rows.begin(), recv_rows.end(), int64_t(0));
-  recv.assign(size_t(received * 3), -1.0f);
-  send.resize(std::max<size_t>(send.size(), 3));
-  world.all_to_all(host_tensor(recv, {received, 3}), recv_rows,
-                   host_tensor(send, {int64_t(send.size()) / 3, 3}), send_rows);
-  for (int j = 0, at = 0; j < n; ++j)
-    for (int64_t row = 0; row < recv_rows[size_t(j)]; ++row, at += 3) {
-      CHECK(recv[size_t(at)] == float(j));
-      CHECK(recv[size_t(at + 1)] == float(me));
-      CHECK(recv[size_t(at + 2)] == float(row));
-    }
-
-  std::vector<double> sums = {double(me), 1.5};
-  world.all_reduce_host(sums, ReduceOp::kSum);
-  CHECK(sums[0] == double(n * (n - 1) / 2));
-  CHECK(sums[1] == 1.5 * n);
-  std::vector<int64_t> maxima = {int64_t(me), -int64_t(me)};
-  world.all_reduce_host(maxima, ReduceOp::kMax);
-  CHECK(maxima == std::vector<int64_t>{n - 1, 0});
-
-  std::vector<int64_t> blocks(static_cast<size_t>(2 * n)), got(static_cast<size_t>(2 * n));
-  for (int j = 0; j < n; ++j) blocks[size_t(2 * j)] = 10 * me + j, blocks[size_t(2 * j + 1)] = -me;
-  world.all_to_all_host(got, blocks);
-  for (int j = 0; j < n; ++j) {
-    CHECK(got[size_t(2 * j)] == 10 * j + me);
-    CHECK(got[size_t(2 * j + 1)] == -j);
-  }
-
-  std::vector<std::string> all = world.all_gather_bytes(std::string(size_t(me), 'x') + "!");
-  REQUIRE(int(all.size()) == n);
-  for (int r = 0; r < n; ++r) CHECK(all[size_t(r)] == std::string(size_t(r), 'x') + "!");
-  CHECK(world.broadcast_bytes(me == 0 ? "from rank 0" : "", 0) == "from rank 0");
-  world.barrier();
-
-  // Even and odd ranks: each half sums its own ranks.
-  std::unique_ptr<ProcessGroup> half = world.split(me % 2, me, "half");
-  CHECK(half->size() == (n + 1 - me % 2) / 2);
-  CHECK(half->rank() == me / 2);
-  std::vector<int64_t> mine = {me};
-  half->all_reduce_host(mine, ReduceOp::kSum);
-  int64_t expected = 0;
-  for (int r = me % 2; r < n; r += 2) expected += r;
-  CHECK(mine[0] == expected);
-}
-
-TEST_CASE("dist: world expert-parallel MoE layers equal the local layer") {
-  ProcessGroup& world = test_world();
-  int n = world.size(), me = world.rank();
-  ModelConfig c;
-  c.n_layers = 2;
-  c.d_model = 16;
-  c.d_ff = 24;
-  c.vocab_size = 13;
-  c.init_std = 0.3;
-  c.attention = {4, 2, 2, 4, 4, 0, true};
-  c.moe.n_experts = 4;  // divides 1, 2 and 4 ranks
-  c.moe.d_expert = 8;
-  c.moe.n_shared_experts = 1;
-  c.moe.d_shared_expert = 6;
-  c.moe.renormalize = true;
-  c.moe.top_k = {2};
-  c.moe.lbl_coeff = 0.1;
-  c.moe.z_loss_coeff = 0.01;
-  test::TinyModel local(c, 3, 5), split(c, 3, 5, Device::kCpu, Recompute::kNone, &world);
-  // Each rank routes its own tokens, so the ranks' experts see different mixes.
-  Rng rng(100 + uint64_t(me));
-  for (int64_t i = 0; i < local.model.tokens().numel(); ++i) {
-    int32_t token = int32_t(rng.below(uint64_t(c.vocab_size)));
-    local.model.tokens().i32()[i] = split.model.tokens().i32()[i] = token;
-  }
-  double loss_local = local.loss(), loss_split = split.loss();
-  CHECK(loss_split == doctest::Approx(loss_local).epsilon(1e-6));
-  local.params.zero_grads();
-  split.params.zero_grads();
-  float scale = float(1.0 / double(local.model.tokens_per_pass()));
-  local.model.backward(scale);
-  split.model.backward(scale);
-
-  const std::vector<ParamInfo>& a = local.params.list();
-  const std::vector<ParamInfo>& b = split.params.list();
-  REQUIRE(a.size() == b.size());
-  int checked_experts = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    INFO(a[i].name, " on rank ", me);
-    REQUIRE(a[i].name == b[i].name);
-    CHECK(b[i].global_shape == a[i].shape);
-    Tensor ga = a[i].param.grad, gb = b[i].param.grad;
-    std::vector<float> expected(ga.f32(), ga.f32() + ga.numel());
-    if (b[i].split()) {
-      // This rank's experts saw every rank's tokens: the local layers' gradients, summed.
-      CHECK(b[i].shape[0] * n == a[i].shape[0]);
-      world.all_reduce(host_tensor(expected, a[i].shape));
-      int64_t row = ga.numel() / a[i].shape[0];
-      expected.assign(expected.begin() + b[i].row_offset * row,
-                      expected.begin() + (b[i].row_offset + b[i].shape[0]) * row);
-      // Initialised as those rows of the whole tensor.
-      CHECK(std::equal(b[i].param.value.f32(), b[i].param.value.f32() + b[i].shape.numel(),
-                       a[i].param.value.f32() + b[i].row_offset * row));
-      ++checked_experts;
-    }
-    REQUIRE(int64_t(expected.size()) == gb.numel());
-    float scale_max = 0, worst = 0;
-    for (size_t k = 0; k < expected.size(); ++k) {
-      scale_max = std::max(scale_max, std::fabs(expected[k]));
-      worst = std::max(worst, std::fabs(expected[k] - gb.f32()[k]));
-    }
-    CHECK(worst <= 1e-5f * scale_max + 1e-7f);
-  }
-  CHECK(checked_experts == (n > 1 ? 3 * c.n_layers : 0));  // gate, up, down per layer
 }
 
 namespace {
