@@ -1,5 +1,5 @@
 // The NCCL process group: collectives on CUDA tensors between ranks that each drive one GPU
-// (LOCAL_RANK picks it). Built with the CUDA backend only (SIGMA_CUDA).
+// (LOCAL_RANK picks it). Built with the CUDA backend when NCCL is found (SIGMA_NCCL).
 //
 // Tensor collectives run on the compute stream, ordered with the kernels around them, except
 // reduce_scatter_async, which runs on a side stream after an event on the compute stream:

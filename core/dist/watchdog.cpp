@@ -167,8 +167,11 @@ void Watchdog::fire(const std::string& line) {
 void Watchdog::run() {
   double shortest = std::min(config_.collective_timeout_s, config_.progress_timeout_s);
   auto tick = std::chrono::duration<double>(std::clamp(shortest / 10, 0.01, 1.0));
+  // A beat at least every `beat_every`, and at the next tick when the phase changed (0.1 s
+  // apart at most), so a peer's report says what this rank last did.
   double beat_every = std::min(2.0, config_.collective_timeout_s / 4);
   auto last_beat = Clock::now();
+  std::string beaten = phase_ + waiting_;
   std::unique_lock lock(mutex_);
   while (!wake_.wait_for(lock, tick, [this] { return stopping_; })) {
     auto now = Clock::now();
@@ -190,7 +193,9 @@ void Watchdog::run() {
       lock.unlock();
       fire(line);
     }
-    if (!config_.heartbeat_dir.empty() && seconds(last_beat) >= beat_every) {
+    bool changed = beaten != phase_ + waiting_ && seconds(last_beat) >= 0.1;
+    if (!config_.heartbeat_dir.empty() && (changed || seconds(last_beat) >= beat_every)) {
+      beaten = phase_ + waiting_;
       lock.unlock();
       write_heartbeat();
       lock.lock();

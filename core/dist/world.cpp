@@ -4,7 +4,7 @@
 #include "core/dist/config.h"
 #include "core/dist/mpi_group.h"
 #include "core/dist/single_group.h"
-#if SIGMA_CUDA
+#if SIGMA_NCCL
 #include "core/dist/nccl_group.h"
 #endif
 
@@ -53,11 +53,12 @@ World start_world(const ParallelismConfig& config, Device device, const std::str
           w.launch.describe()));
     w.world = make_mpi_world(watchdog);
   } else {
-#if SIGMA_CUDA
+#if SIGMA_NCCL
     if (w.launch.launcher == Launcher::kMpi) w.bootstrap = make_mpi_world(watchdog);
     w.world = make_nccl_world(w.launch, w.bootstrap.get(), watchdog, config.collective_timeout_s);
 #else
-    fail("multi-rank CUDA training needs a sigma built with -DSIGMA_CUDA=ON (NCCL)");
+    fail("multi-rank CUDA training needs NCCL; this sigma was built without it (NCCL comes "
+         "with the CUDA toolkit: configure with it installed)");
 #endif
   }
   SIGMA_CHECK(w.world->size() == w.launch.world_size && w.world->rank() == w.launch.rank,
