@@ -184,6 +184,39 @@ void DataParallel::gather_weights() {
   params_.refresh_weights();
 }
 
+void DataParallel::sum(std::vector<std::vector<int64_t>>& lists) {
+  std::vector<int64_t> flat;
+  for (const std::vector<int64_t>& list : lists) flat.insert(flat.end(), list.begin(), list.end());
+  sum(std::span<int64_t>(flat));
+  auto at = flat.begin();
+  for (std::vector<int64_t>& list : lists) {
+    std::copy(at, at + std::ptrdiff_t(list.size()), list.begin());
+    at += std::ptrdiff_t(list.size());
+  }
+}
+
+void DataParallel::sum_moe_stats(const std::vector<MoeLayer*>& layers) {
+  std::vector<std::vector<int64_t>> counts;
+  std::vector<double> sums;
+  for (MoeLayer* layer : layers) {
+    const MoeStepStats& s = layer->step_stats();
+    counts.push_back(s.counts);
+    counts.push_back({s.forwards});
+    sums.insert(sums.end(), {s.lbl_sum, s.entropy_sum, s.aux_sum});
+  }
+  sum(counts);
+  sum(std::span<double>(sums));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    MoeStepStats s;
+    s.counts = counts[2 * i];
+    s.forwards = counts[2 * i + 1][0];
+    s.lbl_sum = sums[3 * i];
+    s.entropy_sum = sums[3 * i + 1];
+    s.aux_sum = sums[3 * i + 2];
+    layers[i]->set_step_stats(std::move(s));
+  }
+}
+
 std::vector<CheckpointTensor> DataParallel::checkpoint_tensors(
     const std::vector<std::pair<std::string, Tensor>>& state) const {
   std::vector<CheckpointTensor> tensors;

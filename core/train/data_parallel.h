@@ -77,6 +77,9 @@ class DataParallel {
   // Sums over every rank, in place.
   void sum(std::span<double> values) { world_.all_reduce_host(values, ReduceOp::kSum); }
   void sum(std::span<int64_t> values) { world_.all_reduce_host(values, ReduceOp::kSum); }
+  void sum(std::vector<std::vector<int64_t>>& lists);  // in one collective
+  // Each layer's step statistics (token counts, balancing-loss sums, forwards), summed.
+  void sum_moe_stats(const std::vector<MoeLayer*>& layers);
 
   ProcessGroup& world() { return world_; }
   const ZeroPlan& plan() const { return plan_; }

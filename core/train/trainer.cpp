@@ -336,40 +336,12 @@ class Trainer {
     }
     // The step's counts: this rank's, summed over the data-parallel ranks.
     std::vector<MoeLayer*> layers = moe_layers();
-    std::vector<int64_t> counts;
-    for (MoeLayer* layer : layers)
-      counts.insert(counts.end(), layer->step_stats().counts.begin(), layer->step_stats().counts.end());
+    std::vector<std::vector<int64_t>> counts;
+    for (MoeLayer* layer : layers) counts.push_back(layer->step_stats().counts);
     if (engine_.parallel) engine_.parallel->sum(counts);
-    size_t e = size_t(recipe_.model.moe.n_experts);
     for (size_t i = 0; i < layers.size(); ++i) {
-      layers[i]->set_global_counts({counts.begin() + i * e, counts.begin() + (i + 1) * e});
+      layers[i]->set_global_counts(std::move(counts[i]));
       layers[i]->reset_step_stats();
-    }
-  }
-
-  // Sums the step's MoE statistics over the data-parallel ranks, so the bias update and the
-  // balance metrics see the whole global batch, as one process would.
-  void sum_moe_stats() {
-    std::vector<MoeLayer*> layers = moe_layers();
-    std::vector<int64_t> ints;
-    std::vector<double> sums;
-    for (MoeLayer* layer : layers) {
-      const MoeStepStats& s = layer->step_stats();
-      ints.insert(ints.end(), s.counts.begin(), s.counts.end());
-      ints.push_back(s.forwards);
-      sums.insert(sums.end(), {s.lbl_sum, s.entropy_sum, s.aux_sum});
-    }
-    engine_.parallel->sum(ints);
-    engine_.parallel->sum(sums);
-    size_t e = size_t(recipe_.model.moe.n_experts);
-    for (size_t i = 0; i < layers.size(); ++i) {
-      MoeStepStats s;
-      s.counts.assign(ints.begin() + i * (e + 1), ints.begin() + i * (e + 1) + e);
-      s.forwards = ints[i * (e + 1) + e];
-      s.lbl_sum = sums[3 * i];
-      s.entropy_sum = sums[3 * i + 1];
-      s.aux_sum = sums[3 * i + 2];
-      layers[i]->set_step_stats(std::move(s));
     }
   }
 
@@ -424,7 +396,8 @@ class Trainer {
       engine_.parallel->step(lr_, grad_scale, progress_.step + 1);
     else
       engine_.optimizer->step(lr_, grad_scale, progress_.step + 1);
-    if (moe_ && engine_.parallel) sum_moe_stats();
+    // The bias update and the balance metrics see the whole global batch's statistics.
+    if (moe_ && engine_.parallel) engine_.parallel->sum_moe_stats(moe_layers());
     for (MoeLayer* layer : moe_layers()) layer->update_bias();
     progress_.step += 1;
     progress_.tokens += step_tokens;
