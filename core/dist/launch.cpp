@@ -84,7 +84,7 @@ Launch detect_launch(const GetEnv& getenv) {
   if (launch.world_size == 1) return Launch{};
   const char* addr = getenv("MASTER_ADDR");
   if (!addr || !*addr)
-    fail("{} say {} ranks but MASTER_ADDR is not set: the ranks meet at "
+    fail("{} give {} ranks but MASTER_ADDR is not set: the ranks meet at "
          "MASTER_ADDR:MASTER_PORT (rank 0's host and a free port)",
          launch.source, launch.world_size);
   launch.master_addr = addr;

@@ -5,6 +5,7 @@
 #     the job after parallelism.collective_timeout_s, with one line naming rank 1 and what
 #     it was last doing
 #   - a rank making no progress for parallelism.progress_timeout_s reports a hang and exits
+#   - the supervisor stops at a user error (exit 2) instead of retrying it
 source "$(dirname "$0")/common.bash"
 source "$(dirname "$0")/mpi.bash"
 make_dataset "$SCRATCH/data"
@@ -71,3 +72,11 @@ rc=0
 grep -q "^sigma: rank 0: no progress for .* (parallelism.progress_timeout_s) in .*: this rank hangs" \
   "$SCRATCH/slow.err" || die "no hang line: $(cat "$SCRATCH/slow.err")"
 echo "ok: $(cat "$SCRATCH/slow.err")"
+
+# 4. The supervisor does not retry a user error: it cannot fix itself.
+rc=0
+scripts/supervise --delay 0 -- "$SIGMA" train "${run[@]}" --set train.steps=abc --out "$SCRATCH/bad" \
+  > /dev/null 2> "$SCRATCH/bad.err" || rc=$?
+[[ $rc -eq 2 ]] && grep -q "user error (exit 2); not restarting" "$SCRATCH/bad.err" \
+  || die "supervise on a user error: exit $rc, $(cat "$SCRATCH/bad.err")"
+echo "ok: $(tail -1 "$SCRATCH/bad.err")"
