@@ -50,7 +50,8 @@ TEST_CASE("dist: launcher variables give rank, world size and rendezvous") {
   CHECK(none.launcher == Launcher::kNone);
   CHECK(none.world_size == 1);
 
-  Launch mpi = detect_launch(env_of({{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"},
+  Launch mpi = detect_launch(env_of({{"OMPI_COMM_WORLD_RANK", "3"},
+                                     {"OMPI_COMM_WORLD_SIZE", "4"},
                                      {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
                                      {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}}));
   CHECK(mpi.launcher == Launcher::kMpi);
@@ -59,8 +60,11 @@ TEST_CASE("dist: launcher variables give rank, world size and rendezvous") {
   CHECK(mpi.local_rank == 1);
   CHECK(mpi.local_size == 2);
 
-  Launch torchrun = detect_launch(env_of({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"},
-                                          {"MASTER_ADDR", "node7"}, {"MASTER_PORT", "29600"}}));
+  Launch torchrun = detect_launch(env_of({{"RANK", "1"},
+                                          {"WORLD_SIZE", "2"},
+                                          {"LOCAL_RANK", "1"},
+                                          {"MASTER_ADDR", "node7"},
+                                          {"MASTER_PORT", "29600"}}));
   CHECK(torchrun.launcher == Launcher::kEnv);
   CHECK(torchrun.rank == 1);
   CHECK(torchrun.master_addr == "node7");
@@ -75,9 +79,9 @@ TEST_CASE("dist: launcher variables give rank, world size and rendezvous") {
 
   CHECK_THROWS_WITH_AS(detect_launch(env_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}})),
                        doctest::Contains("MASTER_ADDR is not set"), UserError);
-  CHECK_THROWS_WITH_AS(detect_launch(env_of({{"RANK", "2"}, {"WORLD_SIZE", "2"},
-                                             {"MASTER_ADDR", "x"}})),
-                       doctest::Contains("RANK=2 is not below WORLD_SIZE=2"), UserError);
+  CHECK_THROWS_WITH_AS(
+      detect_launch(env_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "x"}})),
+      doctest::Contains("RANK=2 is not below WORLD_SIZE=2"), UserError);
   CHECK_THROWS_WITH_AS(detect_launch(env_of({{"OMPI_COMM_WORLD_SIZE", "two"}})),
                        doctest::Contains("OMPI_COMM_WORLD_SIZE=two"), UserError);
 }
@@ -148,9 +152,9 @@ TEST_CASE("dist: the layout is checked against the recipe and the world size") {
 TEST_CASE("dist: zero plan cuts buckets in backward order and shards at row starts") {
   // embedding [10 rows x 4] part 0; layer 0: norm [4] + matrix [6 x 4] part 1; experts
   // [2 x 8] part 1; head [10 x 4] part 2. Gaps of 4 elements between tensors (alignment).
-  std::vector<ParamSpan> params = {
-      span(0, 0, 10, 4, 0),   span(1, 44, 1, 4, 1), span(2, 52, 6, 4, 1),
-      span(3, 80, 2, 8, 1, ReduceGroup::kExpertData), span(4, 100, 10, 4, 2)};
+  std::vector<ParamSpan> params = {span(0, 0, 10, 4, 0), span(1, 44, 1, 4, 1), span(2, 52, 6, 4, 1),
+                                   span(3, 80, 2, 8, 1, ReduceGroup::kExpertData),
+                                   span(4, 100, 10, 4, 2)};
   ZeroPlan plan = plan_zero(params, 40, {2, 1}, {1, 0});
   // Backward order: head, then the experts (their own group), then layer 0's dense part,
   // then the embedding.
@@ -212,7 +216,8 @@ TEST_CASE("dist: ZeRO shards of two ranks reload as one rank and as four, bit fo
   c.vocab_size = 13;
   c.attention = {4, 2, 2, 4, 4, 0, false};
   OptimizerConfig optimizer;
-  auto root = std::filesystem::temp_directory_path() / fmt::format("sigma_test_zero_{}", ::getpid());
+  auto root =
+      std::filesystem::temp_directory_path() / fmt::format("sigma_test_zero_{}", ::getpid());
   std::filesystem::remove_all(root);
   // 1 KiB buckets: several buckets, shards cut inside tensors.
   const double bucket_mb = 1.0 / 1024;

@@ -229,7 +229,6 @@ TEST_CASE("dist: world expert-parallel MoE layers equal the local layer") {
   CHECK(checked_experts == (n > 1 ? 3 * c.n_layers : 0));  // gate, up, down per layer
 }
 
-
 #if SIGMA_NCCL
 namespace {
 
@@ -288,8 +287,9 @@ TEST_CASE("dist: cuda NCCL collectives, and a ZeRO-1 step equal to plain AdamW b
     sharded.model.backward(scale / float(n));
     double norm = dp.finish_gradients();
     double plain_norm = std::sqrt(ops::sum_squares(plain.params.grads().whole(DType::kF32)));
-    MESSAGE(fmt::format("step {}: loss {:.6f} vs {:.6f}, grad norm {:.6f} vs {:.6f}, waited {:.3f} ms",
-                        step, sharded_loss, plain_loss, norm, plain_norm, dp.last_wait_seconds() * 1e3));
+    MESSAGE(fmt::format(
+        "step {}: loss {:.6f} vs {:.6f}, grad norm {:.6f} vs {:.6f}, waited {:.3f} ms", step,
+        sharded_loss, plain_loss, norm, plain_norm, dp.last_wait_seconds() * 1e3));
     CHECK(sharded_loss == plain_loss);
     CHECK(norm == doctest::Approx(plain_norm).epsilon(1e-6));
     adamw.step(1e-3, 1.0, step);

@@ -14,8 +14,8 @@ std::string encode_rank_file_info(const RankFileInfo& info) {
                                s.global_shape.dims.begin() + s.global_shape.rank);
     slices.push_back({s.name, shape, s.row_offset, s.rows});
   }
-  return nlohmann::json{{"rank", info.rank}, {"bytes", info.bytes}, {"crc32", info.crc32},
-                        {"slices", slices}}
+  return nlohmann::json{
+      {"rank", info.rank}, {"bytes", info.bytes}, {"crc32", info.crc32}, {"slices", slices}}
       .dump();
 }
 
@@ -59,7 +59,7 @@ std::string agree_on_checkpoint(const std::string& resume, const std::string& ro
   std::string answer;
   if (group.rank() == 0) {
     try {
-      std::string dir = resume == "auto"  ? find_latest_checkpoint(root)
+      std::string dir = resume == "auto" ? find_latest_checkpoint(root)
                         : resume.empty() ? ""
                                          : resolve_checkpoint(resume);
       answer = "ok:" + dir;

@@ -31,8 +31,7 @@ struct Names {
   const char* local_size;
 };
 
-Launch read_ranks(const GetEnv& getenv, Launcher launcher, const Names& names,
-                  std::string source) {
+Launch read_ranks(const GetEnv& getenv, Launcher launcher, const Names& names, std::string source) {
   Launch launch;
   launch.launcher = launcher;
   launch.source = std::move(source);
@@ -50,8 +49,10 @@ Launch read_ranks(const GetEnv& getenv, Launcher launcher, const Names& names,
 
 std::string Launch::describe() const {
   switch (launcher) {
-    case Launcher::kNone: return "one process (no launcher)";
-    case Launcher::kMpi: return fmt::format("rank {} of {} (MPI launch: {})", rank, world_size, source);
+    case Launcher::kNone:
+      return "one process (no launcher)";
+    case Launcher::kMpi:
+      return fmt::format("rank {} of {} (MPI launch: {})", rank, world_size, source);
     case Launcher::kEnv:
       return fmt::format("rank {} of {} ({}, rendezvous {}:{})", rank, world_size, source,
                          master_addr, master_port);
@@ -62,8 +63,8 @@ std::string Launch::describe() const {
 Launch detect_launch(const GetEnv& getenv) {
   if (getenv("OMPI_COMM_WORLD_SIZE"))
     return read_ranks(getenv, Launcher::kMpi,
-                      {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-                       "OMPI_COMM_WORLD_LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_SIZE"},
+                      {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK",
+                       "OMPI_COMM_WORLD_LOCAL_SIZE"},
                       "OMPI_COMM_WORLD_*");
   if (getenv("PMI_SIZE"))
     return read_ranks(getenv, Launcher::kMpi,
@@ -74,26 +75,29 @@ Launch detect_launch(const GetEnv& getenv) {
     return read_ranks(getenv, Launcher::kMpi,
                       {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", nullptr}, "SLURM_*");
   if (!torchrun && !slurm) return Launch{};
-  Launch launch =
-      torchrun ? read_ranks(getenv, Launcher::kEnv,
-                            {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"},
-                            "RANK/WORLD_SIZE")
-               : read_ranks(getenv, Launcher::kEnv,
-                            {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", nullptr},
-                            "SLURM_PROCID/SLURM_NTASKS");
+  Launch launch = torchrun ? read_ranks(getenv, Launcher::kEnv,
+                                        {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"},
+                                        "RANK/WORLD_SIZE")
+                           : read_ranks(getenv, Launcher::kEnv,
+                                        {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", nullptr},
+                                        "SLURM_PROCID/SLURM_NTASKS");
   if (launch.world_size == 1) return Launch{};
   const char* addr = getenv("MASTER_ADDR");
   if (!addr || !*addr)
-    fail("{} give {} ranks but MASTER_ADDR is not set: the ranks meet at "
-         "MASTER_ADDR:MASTER_PORT (rank 0's host and a free port)",
-         launch.source, launch.world_size);
+    fail(
+        "{} give {} ranks but MASTER_ADDR is not set: the ranks meet at "
+        "MASTER_ADDR:MASTER_PORT (rank 0's host and a free port)",
+        launch.source, launch.world_size);
   launch.master_addr = addr;
   launch.master_port = read_int(getenv, "MASTER_PORT", 1, 29500);
-  if (launch.master_port > 65535) fail("environment variable MASTER_PORT={}: not a port", launch.master_port);
+  if (launch.master_port > 65535)
+    fail("environment variable MASTER_PORT={}: not a port", launch.master_port);
   return launch;
 }
 
-Launch detect_launch() { return detect_launch([](const char* name) { return std::getenv(name); }); }
+Launch detect_launch() {
+  return detect_launch([](const char* name) { return std::getenv(name); });
+}
 
 int launched_rank() {
   try {

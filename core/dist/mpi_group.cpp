@@ -123,7 +123,10 @@ class MpiGroup : public ProcessGroup {
  public:
   MpiGroup(std::shared_ptr<CommThread> comm, MPI_Comm mpi_comm, bool world, std::string label,
            Watchdog* watchdog)
-      : comm_(std::move(comm)), mpi_comm_(mpi_comm), world_(world), label_(std::move(label)),
+      : comm_(std::move(comm)),
+        mpi_comm_(mpi_comm),
+        world_(world),
+        label_(std::move(label)),
         watchdog_(watchdog) {
     run("rank query", [&] {
       check_mpi(MPI_Comm_set_errhandler(mpi_comm_, MPI_ERRORS_RETURN), "set error handler");
@@ -135,8 +138,10 @@ class MpiGroup : public ProcessGroup {
   ~MpiGroup() override {
     bool failing = std::uncaught_exceptions() > 0;
     if (world_) {
-      if (failing) comm_->abandon();
-      else comm_->finish();
+      if (failing)
+        comm_->abandon();
+      else
+        comm_->finish();
     } else if (!failing) {
       run("communicator free", [this] { MPI_Comm_free(&mpi_comm_); });
     }
@@ -168,9 +173,9 @@ class MpiGroup : public ProcessGroup {
     SIGMA_CHECK(total == in.numel(), "reduce-scatter parts {} of {}", total, in.numel());
     // Captures values only: the call may still be queued when the caller moves on.
     std::future<void> done = comm_->submit([comm = mpi_comm_, out, in, recv_counts] {
-      check_mpi(MPI_Reduce_scatter(in.data, out.data, recv_counts->data(), MPI_FLOAT, MPI_SUM,
-                                   comm),
-                "reduce-scatter");
+      check_mpi(
+          MPI_Reduce_scatter(in.data, out.data, recv_counts->data(), MPI_FLOAT, MPI_SUM, comm),
+          "reduce-scatter");
     });
     return std::make_unique<Pending>(this, "reduce-scatter", std::move(done));
   }
@@ -216,9 +221,9 @@ class MpiGroup : public ProcessGroup {
     layout(recv_rows, recv_counts, recv_offsets, out.shape[0]);
     run("all-to-all", [&] {
       MPI_Datatype row;
-      check_mpi(MPI_Type_contiguous(as_int(std::max<int64_t>(row_bytes, 1), "row bytes"),
-                                    MPI_BYTE, &row),
-                "row type");
+      check_mpi(
+          MPI_Type_contiguous(as_int(std::max<int64_t>(row_bytes, 1), "row bytes"), MPI_BYTE, &row),
+          "row type");
       check_mpi(MPI_Type_commit(&row), "row type");
       int code = MPI_Alltoallv(in.data, send_counts.data(), send_offsets.data(), row, out.data,
                                recv_counts.data(), recv_offsets.data(), row, mpi_comm_);
@@ -248,9 +253,9 @@ class MpiGroup : public ProcessGroup {
                 "all-to-all of {} into {} over {} ranks", send.size(), recv.size(), size_);
     int block = as_int(int64_t(send.size()) / size_, "block");
     run("all-to-all", [&] {
-      check_mpi(MPI_Alltoall(send.data(), block, MPI_INT64_T, recv.data(), block, MPI_INT64_T,
-                             mpi_comm_),
-                "all-to-all");
+      check_mpi(
+          MPI_Alltoall(send.data(), block, MPI_INT64_T, recv.data(), block, MPI_INT64_T, mpi_comm_),
+          "all-to-all");
     });
   }
 

@@ -14,12 +14,12 @@
 #include <optional>
 
 // Every NCCL call is checked where it is made.
-#define SIGMA_NCCL_CHECK(expr)                                                             \
-  do {                                                                                     \
-    ncclResult_t sigma_nccl_ = (expr);                                                     \
-    if (sigma_nccl_ != ncclSuccess)                                                        \
-      ::sigma::fail("NCCL error at {}:{}: {} ({})", __FILE__, __LINE__, #expr,             \
-                    ncclGetErrorString(sigma_nccl_));                                      \
+#define SIGMA_NCCL_CHECK(expr)                                                 \
+  do {                                                                         \
+    ncclResult_t sigma_nccl_ = (expr);                                         \
+    if (sigma_nccl_ != ncclSuccess)                                            \
+      ::sigma::fail("NCCL error at {}:{}: {} ({})", __FILE__, __LINE__, #expr, \
+                    ncclGetErrorString(sigma_nccl_));                          \
   } while (0)
 
 namespace sigma {
@@ -88,16 +88,16 @@ class NcclGroup : public ProcessGroup {
     SIGMA_CUDA_CHECK(cudaEventRecord(pending->ready, cuda::stream()));
     SIGMA_CUDA_CHECK(cudaStreamWaitEvent(side_, pending->ready, 0));
     if (all_equal(counts)) {
-      SIGMA_NCCL_CHECK(ncclReduceScatter(in.data, out.data, size_t(counts[0]), ncclFloat32,
-                                         ncclSum, comm_, side_));
+      SIGMA_NCCL_CHECK(ncclReduceScatter(in.data, out.data, size_t(counts[0]), ncclFloat32, ncclSum,
+                                         comm_, side_));
     } else {
       SIGMA_NCCL_CHECK(ncclGroupStart());
       int64_t offset = 0;
       for (int r = 0; r < size_; ++r) {
         float* part = in.f32() + offset;
         void* recv = r == rank_ ? out.data : static_cast<void*>(part);  // ignored off the root
-        SIGMA_NCCL_CHECK(ncclReduce(part, recv, size_t(counts[size_t(r)]), ncclFloat32, ncclSum,
-                                    r, comm_, side_));
+        SIGMA_NCCL_CHECK(ncclReduce(part, recv, size_t(counts[size_t(r)]), ncclFloat32, ncclSum, r,
+                                    comm_, side_));
         offset += counts[size_t(r)];
       }
       SIGMA_NCCL_CHECK(ncclGroupEnd());
@@ -111,8 +111,8 @@ class NcclGroup : public ProcessGroup {
     int64_t offset = std::accumulate(counts.begin(), counts.begin() + rank_, int64_t(0));
     if (all_equal(counts)) {
       // In place: this rank's part already sits at rank * count.
-      SIGMA_NCCL_CHECK(ncclAllGather(data.f32() + offset, data.data, size_t(counts[0]),
-                                     ncclFloat32, comm_, cuda::stream()));
+      SIGMA_NCCL_CHECK(ncclAllGather(data.f32() + offset, data.data, size_t(counts[0]), ncclFloat32,
+                                     comm_, cuda::stream()));
       return;
     }
     SIGMA_NCCL_CHECK(ncclGroupStart());
@@ -128,22 +128,27 @@ class NcclGroup : public ProcessGroup {
 
   void all_to_all(Tensor out, std::span<const int64_t> recv_rows, Tensor in,
                   std::span<const int64_t> send_rows) override {
-    SIGMA_CHECK(out.device == Device::kCuda && in.device == Device::kCuda && out.dtype == in.dtype &&
-                    bytes_per_row(out) == bytes_per_row(in),
+    SIGMA_CHECK(out.device == Device::kCuda && in.device == Device::kCuda &&
+                    out.dtype == in.dtype && bytes_per_row(out) == bytes_per_row(in),
                 "all-to-all of {} {} into {} {}", device_name(in.device), dtype_name(in.dtype),
                 device_name(out.device), dtype_name(out.dtype));
     int64_t row = bytes_per_row(in), sent = 0, received = 0;
     SIGMA_NCCL_CHECK(ncclGroupStart());
     for (int r = 0; r < size_; ++r) {
       int64_t s = send_rows[size_t(r)] * row, q = recv_rows[size_t(r)] * row;
-      if (s > 0) SIGMA_NCCL_CHECK(ncclSend(bytes_at(in, sent), size_t(s), ncclInt8, r, comm_, cuda::stream()));
-      if (q > 0) SIGMA_NCCL_CHECK(ncclRecv(bytes_at(out, received), size_t(q), ncclInt8, r, comm_, cuda::stream()));
+      if (s > 0)
+        SIGMA_NCCL_CHECK(
+            ncclSend(bytes_at(in, sent), size_t(s), ncclInt8, r, comm_, cuda::stream()));
+      if (q > 0)
+        SIGMA_NCCL_CHECK(
+            ncclRecv(bytes_at(out, received), size_t(q), ncclInt8, r, comm_, cuda::stream()));
       sent += s;
       received += q;
     }
     SIGMA_NCCL_CHECK(ncclGroupEnd());
     SIGMA_CHECK(sent <= int64_t(in.bytes()) && received <= int64_t(out.bytes()),
-                "all-to-all of {} bytes from {}, {} into {}", sent, in.bytes(), received, out.bytes());
+                "all-to-all of {} bytes from {}, {} into {}", sent, in.bytes(), received,
+                out.bytes());
   }
 
   void all_reduce_host(std::span<double> values, ReduceOp op) override {
@@ -165,8 +170,10 @@ class NcclGroup : public ProcessGroup {
     device::copy(dev_send, host_view(const_cast<int64_t*>(send.data()), bytes));
     SIGMA_NCCL_CHECK(ncclGroupStart());
     for (int r = 0; r < size_; ++r) {
-      SIGMA_NCCL_CHECK(ncclSend(bytes_at(dev_send, int64_t(block) * r), block, ncclInt8, r, comm_, cuda::stream()));
-      SIGMA_NCCL_CHECK(ncclRecv(bytes_at(dev_recv, int64_t(block) * r), block, ncclInt8, r, comm_, cuda::stream()));
+      SIGMA_NCCL_CHECK(ncclSend(bytes_at(dev_send, int64_t(block) * r), block, ncclInt8, r, comm_,
+                                cuda::stream()));
+      SIGMA_NCCL_CHECK(ncclRecv(bytes_at(dev_recv, int64_t(block) * r), block, ncclInt8, r, comm_,
+                                cuda::stream()));
     }
     SIGMA_NCCL_CHECK(ncclGroupEnd());
     device::copy(host_view(recv.data(), bytes), dev_recv);
@@ -187,7 +194,8 @@ class NcclGroup : public ProcessGroup {
                                    comm_, cuda::stream()));
     device::copy(host_view(padded.data(), padded.size()), dev);
     std::vector<std::string> all;
-    for (int r = 0; r < size_; ++r) all.push_back(padded.substr(slot * size_t(r), size_t(lengths[size_t(r)])));
+    for (int r = 0; r < size_; ++r)
+      all.push_back(padded.substr(slot * size_t(r), size_t(lengths[size_t(r)])));
     return all;
   }
 
@@ -201,7 +209,8 @@ class NcclGroup : public ProcessGroup {
     Tensor dev = scratch(padded);
     auto timed = wait("broadcast");
     device::copy(dev, host_view(result.data(), padded));
-    SIGMA_NCCL_CHECK(ncclBroadcast(dev.data, dev.data, padded, ncclInt8, root, comm_, cuda::stream()));
+    SIGMA_NCCL_CHECK(
+        ncclBroadcast(dev.data, dev.data, padded, ncclInt8, root, comm_, cuda::stream()));
     device::copy(host_view(result.data(), padded), dev);
     result.resize(size_t(length[0]));
     return result;
@@ -252,7 +261,8 @@ class NcclGroup : public ProcessGroup {
     Tensor dev = scratch(bytes);
     auto timed = wait("all-reduce");
     device::copy(dev, host_view(values, bytes));
-    SIGMA_NCCL_CHECK(ncclAllReduce(dev.data, dev.data, count, type, nccl_op(op), comm_, cuda::stream()));
+    SIGMA_NCCL_CHECK(
+        ncclAllReduce(dev.data, dev.data, count, type, nccl_op(op), comm_, cuda::stream()));
     device::copy(host_view(values, bytes), dev);  // waits for the result
   }
 
@@ -286,13 +296,15 @@ std::unique_ptr<ProcessGroup> make_nccl_world(const Launch& launch, ProcessGroup
   ncclUniqueId id;
   if (launch.rank == 0) SIGMA_NCCL_CHECK(ncclGetUniqueId(&id));
   std::string mine(reinterpret_cast<const char*>(&id), sizeof(id));
-  std::string shared = mpi ? mpi->broadcast_bytes(mine, 0) : rendezvous_over_tcp(launch, mine, timeout_s);
+  std::string shared =
+      mpi ? mpi->broadcast_bytes(mine, 0) : rendezvous_over_tcp(launch, mine, timeout_s);
   SIGMA_CHECK(shared.size() == sizeof(id), "unique id of {} bytes", shared.size());
   std::memcpy(&id, shared.data(), sizeof(id));
   ncclComm_t comm = nullptr;
   {
     std::optional<Watchdog::Wait> timed;
-    if (watchdog) timed.emplace(watchdog->wait(fmt::format("NCCL init of {} ranks", launch.world_size)));
+    if (watchdog)
+      timed.emplace(watchdog->wait(fmt::format("NCCL init of {} ranks", launch.world_size)));
     SIGMA_NCCL_CHECK(ncclCommInitRank(&comm, launch.world_size, id, launch.rank));
   }
   return std::make_unique<NcclGroup>(comm, "world", watchdog);

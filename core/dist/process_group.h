@@ -37,7 +37,7 @@ class ProcessGroup {
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual Device device() const = 0;   // where tensor collectives' data lives
+  virtual Device device() const = 0;     // where tensor collectives' data lives
   virtual std::string name() const = 0;  // "mpi world", "nccl ep", for messages
 
   // --- tensors --------------------------------------------------------------------------

@@ -76,8 +76,7 @@ std::string serve(const Launch& launch, const std::string& payload, Clock::time_
     pollfd waiting{listener.fd, POLLIN, 0};
     int ready = ::poll(&waiting, 1, int(std::max(0.0, seconds_left(deadline)) * 1000));
     if (ready <= 0)
-      fail("rendezvous {}: only {} of {} ranks arrived in time", where, served,
-           launch.world_size);
+      fail("rendezvous {}: only {} of {} ranks arrived in time", where, served, launch.world_size);
     Socket peer(::accept(listener.fd, nullptr, nullptr));
     if (peer.fd < 0) fail("rendezvous {}: accept: {}", where, std::strerror(errno));
     int32_t rank = -1;

@@ -17,8 +17,7 @@ namespace fs = std::filesystem;
 namespace {
 
 double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
 std::string host_name() {
@@ -132,21 +131,25 @@ std::string Watchdog::describe_peers() const {
     if (r == config_.rank) continue;
     Heartbeat beat;
     std::string what;
-    if (!read_heartbeat(heartbeat_path(config_.heartbeat_dir, r), beat) || beat.time < start_unix_ - 60) {
+    if (!read_heartbeat(heartbeat_path(config_.heartbeat_dir, r), beat) ||
+        beat.time < start_unix_ - 60) {
       what = fmt::format("rank {} has not started (no heartbeat)", r);
     } else if (now - beat.time > stale_after) {
-      what = fmt::format("rank {} (pid {} on {}) has been silent for {:.1f} s, last in {} "
-                         "(dead or stopped)",
-                         r, beat.pid, beat.host, now - beat.time,
-                         beat.waiting.empty() ? beat.phase : beat.phase + ", waiting in " + beat.waiting);
+      what = fmt::format(
+          "rank {} (pid {} on {}) has been silent for {:.1f} s, last in {} "
+          "(dead or stopped)",
+          r, beat.pid, beat.host, now - beat.time,
+          beat.waiting.empty() ? beat.phase : beat.phase + ", waiting in " + beat.waiting);
     } else if (beat.waiting.empty()) {
       what = fmt::format("rank {} (pid {} on {}) is alive but still in {} (slow or hung)", r,
                          beat.pid, beat.host, beat.phase);
     } else {
       continue;  // waiting in a collective too: a victim, not the cause
     }
-    if (suspects.size() < 4) suspects.push_back(what);
-    else ++more;
+    if (suspects.size() < 4)
+      suspects.push_back(what);
+    else
+      ++more;
   }
   if (suspects.empty()) return "; every peer is waiting too (a mismatched collective?)";
   std::string text;
@@ -171,17 +174,17 @@ void Watchdog::run() {
   // apart at most), so a peer's report says what this rank last did.
   double beat_every = std::min(2.0, config_.collective_timeout_s / 4);
   auto last_beat = Clock::now();
-  std::string beaten = phase_ + waiting_;
   std::unique_lock lock(mutex_);
+  std::string beaten = phase_ + waiting_;
   while (!wake_.wait_for(lock, tick, [this] { return stopping_; })) {
     auto now = Clock::now();
     auto seconds = [&](Clock::time_point since) {
       return std::chrono::duration<double>(now - since).count();
     };
     if (!waiting_.empty() && seconds(wait_start_) > config_.collective_timeout_s) {
-      std::string line = fmt::format(
-          "no answer for {:.3g} s (parallelism.collective_timeout_s) in {} during {}", seconds(wait_start_),
-          waiting_, phase_);
+      std::string line =
+          fmt::format("no answer for {:.3g} s (parallelism.collective_timeout_s) in {} during {}",
+                      seconds(wait_start_), waiting_, phase_);
       lock.unlock();
       fire(line + describe_peers() + "; exiting");
     }

@@ -18,11 +18,11 @@ int64_t check_layout(const ParallelismConfig& config, const Launch& launch) {
   int64_t world = launch.world_size;
   int64_t dp = config.dp == 0 ? world : config.dp;
   if (dp != world)
-    throw EveryRankError(fmt::format(
-        "parallelism.dp = {} but {} rank{} {} launched{}; allowed: dp = {} or 0 (every "
-        "launched rank)",
-        config.dp, world, world == 1 ? "" : "s", world == 1 ? "was" : "were",
-        launch.source.empty() ? "" : " (" + launch.source + ")", world));
+    throw EveryRankError(
+        fmt::format("parallelism.dp = {} but {} rank{} {} launched{}; allowed: dp = {} or 0 (every "
+                    "launched rank)",
+                    config.dp, world, world == 1 ? "" : "s", world == 1 ? "was" : "were",
+                    launch.source.empty() ? "" : " (" + launch.source + ")", world));
   if (dp % config.ep != 0)
     throw EveryRankError(fmt::format(
         "parallelism.ep = {} does not divide the {} data-parallel ranks; allowed: a divisor of "
@@ -47,18 +47,19 @@ World start_world(const ParallelismConfig& config, Device device, const std::str
     w.world = std::make_unique<SingleGroup>(device);
   } else if (device == Device::kCpu) {
     if (w.launch.launcher != Launcher::kMpi)
-      throw EveryRankError(fmt::format(
-          "{}: CPU ranks communicate over MPI; launch them with mpirun or srun, not "
-          "torchrun-style variables (those are for NCCL on GPUs)",
-          w.launch.describe()));
+      throw EveryRankError(
+          fmt::format("{}: CPU ranks communicate over MPI; launch them with mpirun or srun, not "
+                      "torchrun-style variables (those are for NCCL on GPUs)",
+                      w.launch.describe()));
     w.world = make_mpi_world(watchdog);
   } else {
 #if SIGMA_NCCL
     if (w.launch.launcher == Launcher::kMpi) w.bootstrap = make_mpi_world(watchdog);
     w.world = make_nccl_world(w.launch, w.bootstrap.get(), watchdog, config.collective_timeout_s);
 #else
-    fail("multi-rank CUDA training needs NCCL; this sigma was built without it (NCCL comes "
-         "with the CUDA toolkit: configure with it installed)");
+    fail(
+        "multi-rank CUDA training needs NCCL; this sigma was built without it (NCCL comes "
+        "with the CUDA toolkit: configure with it installed)");
 #endif
   }
   SIGMA_CHECK(w.world->size() == w.launch.world_size && w.world->rank() == w.launch.rank,

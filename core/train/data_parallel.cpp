@@ -73,8 +73,8 @@ void check_batch_split(const Recipe& recipe, int64_t dp, int64_t ep) {
 }
 
 DataParallel::DataParallel(ProcessGroup& world, ProcessGroup* expert_data, ParameterSet& params,
-                           Transformer& model, const OptimizerConfig& optimizer,
-                           double bucket_mb, bool overlap)
+                           Transformer& model, const OptimizerConfig& optimizer, double bucket_mb,
+                           bool overlap)
     : world_(world),
       expert_data_(expert_data),
       params_(params),
@@ -82,11 +82,11 @@ DataParallel::DataParallel(ProcessGroup& world, ProcessGroup* expert_data, Param
       overlap_(overlap),
       shards_(params.device()) {
   GroupPlace world_place{world.size(), world.rank()};
-  GroupPlace expert_place = expert_data ? GroupPlace{expert_data->size(), expert_data->rank()}
-                                        : world_place;
+  GroupPlace expert_place =
+      expert_data ? GroupPlace{expert_data->size(), expert_data->rank()} : world_place;
   int64_t bucket_numel = std::max<int64_t>(1, int64_t(bucket_mb * (1 << 20) / sizeof(float)));
-  plan_ = plan_zero(param_spans(params, model, expert_data != nullptr), bucket_numel,
-                    world_place, expert_place);
+  plan_ = plan_zero(param_spans(params, model, expert_data != nullptr), bucket_numel, world_place,
+                    expert_place);
   int64_t n = std::max<int64_t>(1, plan_.shard_numel);
   for (int pass = 0; pass < 2; ++pass) {
     reduced_ = shards_.take({n}, DType::kF32, "gradient shard");
@@ -163,8 +163,13 @@ void DataParallel::step(double lr, double grad_scale, int64_t step) {
       if (rows.rows() == 0) continue;
       const ParamInfo& info = list[span.index];
       bool decay = info.decay || optimizer_.decay_norms_and_embeddings;
-      ops::AdamWStep s{lr,          optimizer_.beta1, optimizer_.beta2, optimizer_.eps,
-                       decay ? optimizer_.weight_decay : 0.0, step, grad_scale};
+      ops::AdamWStep s{lr,
+                       optimizer_.beta1,
+                       optimizer_.beta2,
+                       optimizer_.eps,
+                       decay ? optimizer_.weight_decay : 0.0,
+                       step,
+                       grad_scale};
       int64_t lo = span.offset + rows.first * span.row_numel;
       int64_t hi = span.offset + rows.last * span.row_numel;
       int64_t at = bucket.shard_offset + (lo - begin);
@@ -220,7 +225,8 @@ void DataParallel::sum_moe_stats(const std::vector<MoeLayer*>& layers) {
 std::vector<CheckpointTensor> DataParallel::checkpoint_tensors(
     const std::vector<std::pair<std::string, Tensor>>& state) const {
   std::vector<CheckpointTensor> tensors;
-  for (const auto& [name, tensor] : state) tensors.push_back({"model/" + name, tensor, tensor.shape, 0});
+  for (const auto& [name, tensor] : state)
+    tensors.push_back({"model/" + name, tensor, tensor.shape, 0});
   const std::vector<ParamInfo>& list = params_.list();
   for (const Bucket& bucket : plan_.buckets) {
     int r = rank_in(bucket);

@@ -101,10 +101,10 @@ class DataParallel {
   const OptimizerConfig& optimizer_;
   bool overlap_;
   ZeroPlan plan_;
-  Arena shards_;                  // on the parameters' device
-  Tensor reduced_, m_, v_;        // [plan_.shard_numel] each
+  Arena shards_;                                // on the parameters' device
+  Tensor reduced_, m_, v_;                      // [plan_.shard_numel] each
   std::vector<std::unique_ptr<Work>> pending_;  // one per started bucket
-  size_t next_bucket_ = 0;        // the next bucket to start this step
+  size_t next_bucket_ = 0;                      // the next bucket to start this step
   bool armed_ = false;
   double last_wait_seconds_ = 0;
 };

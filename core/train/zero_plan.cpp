@@ -45,8 +45,9 @@ std::vector<int64_t> row_aligned_bounds(const std::vector<ParamSpan>& params, in
 RowRange rows_within(const ParamSpan& param, int64_t begin, int64_t end) {
   int64_t lo = std::clamp(begin, param.offset, param.offset + param.numel);
   int64_t hi = std::clamp(end, param.offset, param.offset + param.numel);
-  SIGMA_CHECK((lo - param.offset) % param.row_numel == 0 && (hi - param.offset) % param.row_numel == 0,
-              "[{}, {}) cuts parameter {} inside a row", begin, end, param.index);
+  SIGMA_CHECK(
+      (lo - param.offset) % param.row_numel == 0 && (hi - param.offset) % param.row_numel == 0,
+      "[{}, {}) cuts parameter {} inside a row", begin, end, param.index);
   return {(lo - param.offset) / param.row_numel, (hi - param.offset) / param.row_numel};
 }
 
@@ -56,8 +57,7 @@ ZeroPlan plan_zero(const std::vector<ParamSpan>& params, int64_t bucket_numel, G
   // Backward order: the reverse of the arena's, where the LM head comes last.
   for (auto it = params.rbegin(); it != params.rend(); ++it) {
     Bucket* open = plan.buckets.empty() ? nullptr : &plan.buckets.back();
-    int64_t filled = open ? open->params.back().offset + open->params.back().numel -
-                                it->offset : 0;
+    int64_t filled = open ? open->params.back().offset + open->params.back().numel - it->offset : 0;
     if (!open || open->group != it->group || filled > bucket_numel) {
       plan.buckets.push_back({});
       open = &plan.buckets.back();

@@ -28,8 +28,8 @@ enum class ReduceGroup { kWorld, kExpertData };
 
 // One parameter inside the flat arenas (element offsets).
 struct ParamSpan {
-  size_t index = 0;       // in ParameterSet::list()
-  int64_t offset = 0;     // first element in the arenas
+  size_t index = 0;    // in ParameterSet::list()
+  int64_t offset = 0;  // first element in the arenas
   int64_t numel = 0;
   int64_t row_numel = 1;  // elements per row (dim 0)
   int64_t part = 0;       // Transformer::backward_part

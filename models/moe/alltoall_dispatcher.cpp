@@ -9,10 +9,12 @@ namespace sigma {
 
 AllToAllDispatcher::AllToAllDispatcher(const ModelConfig& config, int64_t max_rows,
                                        ProcessGroup& ep_group)
-    : config_(config), max_rows_(max_rows), group_(ep_group),
+    : config_(config),
+      max_rows_(max_rows),
+      group_(ep_group),
       local_experts_(config.moe.n_experts / ep_group.size()) {
-  SIGMA_CHECK(local_experts_ * group_.size() == config.moe.n_experts,
-              "{} experts over {} ranks", config.moe.n_experts, group_.size());
+  SIGMA_CHECK(local_experts_ * group_.size() == config.moe.n_experts, "{} experts over {} ranks",
+              config.moe.n_experts, group_.size());
 }
 
 void AllToAllDispatcher::layout_acts(Arena& arena, const std::string& category) {
