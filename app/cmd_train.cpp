@@ -1,5 +1,6 @@
 // sigma train RECIPE [--set key=value]... [--resume auto|PATH] [--out DIR] [--stop-at-step N]
 #include "app/commands.h"
+#include "core/error.h"
 #include "core/recipe/recipe.h"
 #include "core/train/trainer.h"
 
@@ -34,7 +35,12 @@ void add_train_command(CLI::App& app) {
     std::vector<std::string> overrides = args->overrides;
     if (!args->out_dir.empty()) overrides.push_back("run.out_dir=" + args->out_dir);
     if (!args->device.empty()) overrides.push_back("train.device=" + args->device);
-    Recipe recipe = load_recipe(args->recipe, overrides);
+    Recipe recipe;
+    try {
+      recipe = load_recipe(args->recipe, overrides);
+    } catch (const UserError& e) {
+      throw EveryRankError(e.what());  // every rank reads the same recipe: say it once
+    }
     train(recipe, args->options);
   });
 }

@@ -18,6 +18,13 @@ class UserError : public std::runtime_error {
   explicit UserError(const std::string& what) : std::runtime_error(what) {}
 };
 
+// A user error that every rank of a multi-rank run finds alike (a recipe or launch-layout
+// mistake): main() prints it on rank 0 only, so it reads as one line.
+class EveryRankError : public UserError {
+ public:
+  using UserError::UserError;
+};
+
 // Thrown when an internal invariant fails. main() prints it and exits 3.
 class InternalError : public std::runtime_error {
  public:

@@ -7,13 +7,17 @@
 namespace sigma {
 
 Param ParameterSet::add(const std::string& name, Shape shape, ParamInit init, double init_std,
-                        bool decay) {
+                        bool decay, ParamRows rows) {
   Param p;
   p.value = values_.take(shape, DType::kF32, "weights");
   p.weight = separate_weights() ? weights_.take(shape, DType::kBF16, "weights (bf16 copy)") : p.value;
   p.grad = grads_.take(shape, DType::kF32, "gradients");
   if (!allocated()) {
-    params_.push_back({name, shape, init, init_std, decay, p});
+    Shape global = shape;
+    if (rows.global_rows > 0) global.dims[0] = rows.global_rows;
+    SIGMA_CHECK(rows.row_offset >= 0 && rows.row_offset + shape[0] <= global[0],
+                "{}: rows {} at {} of {}", name, shape[0], rows.row_offset, global[0]);
+    params_.push_back({name, shape, init, init_std, decay, p, global, rows.row_offset});
   } else {
     SIGMA_CHECK(cursor_ < params_.size() && params_[cursor_].name == name,
                 "binding pass diverged from planning at {}", name);
@@ -49,6 +53,9 @@ void ParameterSet::initialize(uint64_t seed) {
       for (int64_t i = 0; i < n; ++i) w[i] = 1.0f;
     } else {
       Rng rng(seed_for(seed, info.name));
+      // The draws of the rows before ours are made and dropped, so the stream lines up.
+      int64_t skip = info.row_offset == 0 ? 0 : info.row_offset * (n / info.shape[0]);
+      for (int64_t i = 0; i < skip; ++i) rng.normal();
       for (int64_t i = 0; i < n; ++i) w[i] = float(info.init_std * rng.normal());
     }
     device::copy(info.param.value, value);

@@ -25,21 +25,35 @@ struct Param {
   Tensor grad;
 };
 
+// Which rows of a whole tensor a rank holds: all of them, except for experts split over an
+// expert-parallel group, where a rank holds experts [row_offset, row_offset + shape[0]) of
+// global_rows (core/dist/world.h).
+struct ParamRows {
+  int64_t global_rows = 0;  // 0: the whole tensor
+  int64_t row_offset = 0;
+};
+
 struct ParamInfo {
   std::string name;  // e.g. "model.layers.0.self_attn.q_proj.weight"
-  Shape shape;
+  Shape shape;       // what this rank holds
   ParamInit init = ParamInit::kNormal;
   double init_std = 0;
   bool decay = true;  // takes weight decay
   Param param;
+  Shape global_shape;      // the whole tensor: shape, or more rows for split experts
+  int64_t row_offset = 0;  // this rank's first row of the whole tensor
+
+  bool split() const { return !(global_shape == shape); }
 };
 
 class ParameterSet {
  public:
   explicit ParameterSet(Device device) : values_(device), weights_(device), grads_(device) {}
 
-  // Registers a parameter (planning pass) or returns it with memory (binding pass).
-  Param add(const std::string& name, Shape shape, ParamInit init, double init_std, bool decay);
+  // Registers a parameter (planning pass) or returns it with memory (binding pass). `rows`
+  // says which rows of a larger tensor `shape` is, for experts split over ranks.
+  Param add(const std::string& name, Shape shape, ParamInit init, double init_std, bool decay,
+            ParamRows rows = {});
   // Allocates values and gradients; the model must then run its layout pass again.
   void allocate();
   bool allocated() const { return values_.allocated(); }
@@ -49,7 +63,8 @@ class ParameterSet {
   void rebind();
 
   // Fills every value from its init rule. Each tensor draws from its own stream, seeded by
-  // (seed, name), so adding a parameter never changes the others' initial values.
+  // (seed, name), so adding a parameter never changes the others' initial values; a rank
+  // holding some rows of a tensor gets the values those rows have in the whole tensor.
   void initialize(uint64_t seed);
   void zero_grads() { grads_.zero(); }
   // Rewrites every compute weight from its master value (after init or a checkpoint load;

@@ -6,16 +6,22 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cinttypes>
+#include <cstdio>
 
 namespace sigma {
 
 Transformer::Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len,
-                         Recompute recompute)
-    : config_(config), batch_(batch), seq_len_(seq_len), recompute_(recompute) {
+                         Recompute recompute, ProcessGroup* ep_group)
+    : config_(config),
+      batch_(batch),
+      seq_len_(seq_len),
+      recompute_(recompute),
+      ep_size_(ep_group ? ep_group->size() : 1) {
   for (int64_t l = 0; l < config.n_layers; ++l) {
     Layer layer{Attention(config, batch, seq_len), {}, {}, {}, {}, {}, {}, {}, {}};
     if (config.moe.is_moe_layer(l))
-      layer.moe.emplace(config, batch * seq_len, l);
+      layer.moe.emplace(config, batch * seq_len, l, ep_group);
     else
       layer.mlp.emplace(config, batch * seq_len, config.d_ff);
     layers_.push_back(std::move(layer));
@@ -112,7 +118,7 @@ void Transformer::layout_acts(Arena& arena) {
   // Each kind of feed-forward block gets scratch only when some layer uses it.
   if (!moe.enabled() || moe.dense_layers > 0)
     mlp_grads_ = Mlp::layout_grads(arena, config_, n, config_.d_ff);
-  if (moe.enabled()) moe_grads_ = MoeLayer::layout_grads(arena, config_, n);
+  if (moe.enabled()) moe_grads_ = MoeLayer::layout_grads(arena, config_, n, ep_size_);
 
   if (arena.allocated()) {
     Buffer staging(positions_N_.bytes(), Device::kCpu);
@@ -178,6 +184,7 @@ void Transformer::backward(float loss_scale) {
   head_grad_scale_ = 0;
   ops::rmsnorm_backward(d_res_ND_, final_norm_.grad, d_h_ND_, residual_ND_.back(),
                         final_norm_.weight, final_rstd_N_);
+  grads_ready(config_.n_layers + 1);
   for (size_t l = layers_.size(); l-- > 0;) {
     Layer& layer = layers_[l];
     Tensor x = residual_ND_[l], mid = mid_ND_[l];
@@ -199,8 +206,17 @@ void Transformer::backward(float loss_scale) {
     ops::rmsnorm_backward(d_tmp_ND_, layer.input_layernorm.grad, d_h_ND_, x,
                           layer.input_layernorm.weight, layer.rstd1_N);
     ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
+    grads_ready(int64_t(l) + 1);
   }
   ops::embedding_backward(embed_tokens_.grad, d_res_ND_, tokens_N_);
+  grads_ready(0);
+}
+
+int64_t Transformer::backward_part(const std::string& param_name) const {
+  if (param_name == "model.embed_tokens.weight") return 0;
+  int64_t layer = -1;
+  if (std::sscanf(param_name.c_str(), "model.layers.%" SCNd64 ".", &layer) == 1) return layer + 1;
+  return config_.n_layers + 1;  // model.norm.weight, lm_head.weight
 }
 
 double Transformer::aux_loss() const {

@@ -19,6 +19,7 @@
 #include "models/moe/moe_layer.h"
 #include "models/parameters.h"
 
+#include <functional>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -27,8 +28,9 @@ namespace sigma {
 
 class Transformer {
  public:
+  // `ep_group` splits each MoE layer's experts over its ranks (null: every expert here).
   Transformer(const ModelConfig& config, int64_t batch, int64_t seq_len,
-              Recompute recompute = Recompute::kNone);
+              Recompute recompute = Recompute::kNone, ProcessGroup* ep_group = nullptr);
 
   // Layout passes; each runs twice (plan, then bind after allocation).
   void bind_params(ParameterSet& params);
@@ -48,6 +50,14 @@ class Transformer {
   // balancing losses, means over a micro-batch, weigh like its mean token loss. Parameter
   // gradients accumulate.
   void backward(float loss_scale);
+
+  // Backward calls `hook(part)` as each part's parameter gradients become final for the
+  // pass: part n_layers + 1 (final norm, LM head), then layer l as part l + 1 from the last
+  // layer down, then part 0 (embedding, and the LM head when tied). Data parallelism starts
+  // reducing a gradient bucket there, overlapping the rest of backward.
+  void on_grads_ready(std::function<void(int64_t part)> hook) { grads_ready_ = std::move(hook); }
+  // The part of a parameter, by its name (the numbering above).
+  int64_t backward_part(const std::string& param_name) const;
 
   // The last forward's balancing losses, summed over MoE layers (0 for a dense model).
   double aux_loss() const;
@@ -75,10 +85,15 @@ class Transformer {
 
   // Layer l's norms, attention and add (and its dense MLP with `with_mlp`), from x_l.
   void forward_layer(size_t l, bool with_mlp);
+  void grads_ready(int64_t part) {
+    if (grads_ready_) grads_ready_(part);
+  }
 
   const ModelConfig& config_;
   int64_t batch_, seq_len_;
   Recompute recompute_;
+  int64_t ep_size_ = 1;
+  std::function<void(int64_t)> grads_ready_;
   std::vector<Layer> layers_;
   Param embed_tokens_, final_norm_, lm_head_;
 

@@ -3,6 +3,7 @@
 #include "core/checkpoint/async_writer.h"
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/verify.h"
+#include "core/dist/single_group.h"
 #include "core/error.h"
 
 #include <doctest/doctest.h>
@@ -143,7 +144,8 @@ TEST_CASE("checkpoint: the background writer saves a snapshot while the caller g
   for (bool async : {true, false}) {
     CAPTURE(async);
     TempDir tmp("ckpt_writer");
-    CheckpointWriter writer(async);
+    SingleGroup one_process(Device::kCpu);
+    CheckpointWriter writer(async, one_process);
     Small small(tmp.str("ckpt"), 5, 2);
     std::vector<float> saved = small.values;
     writer.save(small.request);

@@ -16,9 +16,11 @@
 namespace sigma::test {
 
 struct TinyModel {
+  // `ep_group`: split the experts over its ranks (test/test_dist.cpp).
   explicit TinyModel(const ModelConfig& config, int64_t batch = 2, int64_t seq_len = 5,
-                     Device device = Device::kCpu, Recompute recompute = Recompute::kNone)
-      : params(device), acts(device), model(config, batch, seq_len, recompute) {
+                     Device device = Device::kCpu, Recompute recompute = Recompute::kNone,
+                     ProcessGroup* ep_group = nullptr)
+      : params(device), acts(device), model(config, batch, seq_len, recompute, ep_group) {
     model.bind_params(params);
     params.allocate();
     model.bind_params(params);

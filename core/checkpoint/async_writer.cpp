@@ -3,6 +3,7 @@
 
 #include "core/checkpoint/durable_fs.h"
 #include "core/checkpoint/layout.h"
+#include "core/checkpoint/multi_rank.h"
 #include "core/error.h"
 #include "core/fault.h"
 #include "kernels/device.h"
@@ -79,7 +80,7 @@ void CheckpointWriter::save(SaveRequest request) {
 void CheckpointWriter::write(const SaveRequest& request) {
   auto start = Clock::now();
   try {
-    outcome_->dir = save_checkpoint(request);
+    outcome_->dir = save_checkpoint(request, group_);
   } catch (...) {
     outcome_->error = std::current_exception();
     remove_partial_save(request);

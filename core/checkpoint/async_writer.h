@@ -16,6 +16,7 @@
 #pragma once
 
 #include "core/checkpoint/checkpoint.h"
+#include "core/dist/process_group.h"
 
 #include <atomic>
 #include <exception>
@@ -36,7 +37,10 @@ struct SaveOutcome {
 
 class CheckpointWriter {
  public:
-  explicit CheckpointWriter(bool async) : async_(async) {}
+  // Every rank of `group` saves together (multi_rank.h); with more than one rank the commit
+  // takes collectives, which must not run beside the training thread's: then always sync.
+  CheckpointWriter(bool async, ProcessGroup& group)
+      : async_(async && group.size() == 1), group_(group) {}
   ~CheckpointWriter();  // waits for a write in flight (its outcome is then lost)
   CheckpointWriter(const CheckpointWriter&) = delete;
   CheckpointWriter& operator=(const CheckpointWriter&) = delete;
@@ -53,6 +57,7 @@ class CheckpointWriter {
   void write(const SaveRequest& request);
 
   bool async_;
+  ProcessGroup& group_;
   std::vector<float> snapshot_;
   std::thread thread_;
   std::atomic<bool> finished_{false};

@@ -37,7 +37,8 @@ const schema::Section<Recipe>& recipe_schema() {
           .table("checkpoint", &Recipe::checkpoint, checkpoint_section())
           .table("eval", &Recipe::eval, eval_section())
           .table("log", &Recipe::log, log_section())
-          .table("guard", &Recipe::guard, guard_section());
+          .table("guard", &Recipe::guard, guard_section())
+          .table("parallelism", &Recipe::parallelism, parallelism_section());
   return schema;
 }
 
@@ -190,6 +191,7 @@ Recipe build(toml::table merged, const std::string& source_path,
   check_lr_scheduler(recipe.lr_scheduler, check);
   resolve_run(recipe.run, check);
   resolve_checkpoint(recipe.checkpoint, recipe.run);
+  check_parallelism(recipe.parallelism, recipe.model, check);
   recipe.resolved_toml = resolved_text(recipe);
   return recipe;
 }

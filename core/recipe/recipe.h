@@ -11,6 +11,7 @@
 
 #include "core/checkpoint/config.h"
 #include "core/data/config.h"
+#include "core/dist/config.h"
 #include "core/optim/config.h"
 #include "core/train/config.h"
 #include "core/train/guard_config.h"
@@ -32,6 +33,7 @@ struct Recipe {
   EvalConfig eval;
   LogConfig log;
   GuardConfig guard;
+  ParallelismConfig parallelism;
 
   std::string source_path;    // the recipe file given on the command line
   // The merged recipe with overrides and every key filled in (no `include`), as TOML text:

@@ -4,12 +4,14 @@
 // puts them together.
 //
 // Checks run in this order, after every key has been read and range-checked, so each may
-// rely on the sections before it: model, data, train, lr_scheduler, run, checkpoint.
+// rely on the sections before it: model, data, train, lr_scheduler, run, checkpoint,
+// parallelism.
 // A `resolve_*` function also fills in defaults that depend on other keys.
 #pragma once
 
 #include "core/checkpoint/config.h"
 #include "core/data/config.h"
+#include "core/dist/config.h"
 #include "core/optim/config.h"
 #include "core/recipe/schema.h"
 #include "core/train/config.h"
@@ -28,6 +30,7 @@ const schema::Section<CheckpointConfig>& checkpoint_section();
 const schema::Section<EvalConfig>& eval_section();
 const schema::Section<LogConfig>& log_section();
 const schema::Section<GuardConfig>& guard_section();
+const schema::Section<ParallelismConfig>& parallelism_section();
 
 // DiffQKV head counts divide n_q; d_qk is even for RoPE.
 void check_model(const ModelConfig& model, const schema::Checker& check);
@@ -43,5 +46,9 @@ void check_lr_scheduler(const LrSchedulerConfig& lr_scheduler, const schema::Che
 void resolve_run(RunConfig& run, const schema::Checker& check);
 // dir defaults to <run.out_dir>/checkpoints.
 void resolve_checkpoint(CheckpointConfig& checkpoint, const RunConfig& run);
+// ep > 1 only with experts, dividing the expert count and dp (the world size is checked
+// when training starts: core/dist/world.cpp).
+void check_parallelism(const ParallelismConfig& parallelism, const ModelConfig& model,
+                       const schema::Checker& check);
 
 }  // namespace sigma

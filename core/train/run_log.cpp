@@ -40,8 +40,9 @@ FILE* open_append(const fs::path& path) {
 
 }  // namespace
 
-RunLog::RunLog(const std::string& out_dir, int64_t resume_step)
-    : tensorboard_(out_dir, resume_step + 1) {
+RunLog::RunLog(const std::string& out_dir, int64_t resume_step, bool speaks) {
+  if (!speaks) return;
+  tensorboard_.emplace(out_dir, resume_step + 1);
   fs::path metrics_path = fs::path(out_dir) / "metrics.jsonl";
   if (resume_step >= 0) drop_metrics_after(metrics_path, resume_step);
   log_ = open_append(fs::path(out_dir) / "train.log");
@@ -61,6 +62,7 @@ void RunLog::end_progress() {
 }
 
 void RunLog::line(const std::string& text) {
+  if (!log_) return;
   end_progress();
   std::fprintf(stdout, "%s\n", text.c_str());
   std::fflush(stdout);
@@ -69,6 +71,7 @@ void RunLog::line(const std::string& text) {
 }
 
 void RunLog::progress(const std::string& text) {
+  if (!log_) return;
   std::fprintf(log_, "%s\n", text.c_str());
   std::fflush(log_);
   if (!tty_) {
@@ -81,6 +84,7 @@ void RunLog::progress(const std::string& text) {
 }
 
 void RunLog::metrics(const nlohmann::json& row) {
+  if (!metrics_) return;
   std::string text = row.dump();
   std::fprintf(metrics_, "%s\n", text.c_str());
   std::fflush(metrics_);
@@ -92,7 +96,7 @@ void RunLog::metrics(const nlohmann::json& row) {
     std::replace(tag.begin(), tag.end(), '.', '/');
     scalars.emplace_back(tag, value.get<double>());
   }
-  tensorboard_.scalars(row.value("step", int64_t(0)), scalars);
+  tensorboard_->scalars(row.value("step", int64_t(0)), scalars);
 }
 
 }  // namespace sigma

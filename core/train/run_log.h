@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <string>
 
 namespace sigma {
@@ -19,8 +20,10 @@ class RunLog {
  public:
   // Opens (appends to) train.log and metrics.jsonl in out_dir. When resuming from
   // `resume_step`, metrics rows after that step (logged before a crash) are dropped first,
-  // so the file reads as one uninterrupted run (TensorBoard is told likewise).
-  RunLog(const std::string& out_dir, int64_t resume_step);
+  // so the file reads as one uninterrupted run (TensorBoard is told likewise). `speaks` false
+  // makes a silent log (the ranks other than 0 of a multi-rank run): it opens nothing and
+  // prints nothing.
+  RunLog(const std::string& out_dir, int64_t resume_step, bool speaks = true);
   ~RunLog();
 
   void line(const std::string& text);      // a permanent line
@@ -32,7 +35,7 @@ class RunLog {
 
   FILE* log_ = nullptr;
   FILE* metrics_ = nullptr;
-  TensorBoardWriter tensorboard_;
+  std::optional<TensorBoardWriter> tensorboard_;
   bool tty_ = false;
   bool progress_open_ = false;
 };

@@ -3,13 +3,16 @@
 #include "core/checkpoint/async_writer.h"
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/verify.h"
+#include "core/checkpoint/multi_rank.h"
 #include "core/data/loader.h"
+#include "core/dist/world.h"
 #include "core/optim/adamw.h"
 #include "core/optim/lr_schedule.h"
 #include "core/train/batch_schedule.h"
 #include "core/train/early_warnings.h"
 #include "core/train/guard.h"
 #include "core/train/preemption.h"
+#include "core/train/data_parallel.h"
 #include "core/train/run_log.h"
 #include "kernels/device.h"
 #include "kernels/ops.h"
@@ -25,6 +28,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <thread>
 
 namespace sigma {
 
@@ -74,13 +78,15 @@ void write_text(const fs::path& path, const std::string& text) {
 }
 
 // Everything a run holds in memory, built from the recipe in layout passes, on one device.
+// With several ranks, DataParallel holds the (sharded) optimizer state instead of AdamW.
 struct Engine {
-  Engine(const Recipe& recipe, Device device)
+  Engine(const Recipe& recipe, Device device, World& world)
       : recipe(recipe),
         device(device),
         params(device),
         activations(device),
-        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len, recipe.train.recompute),
+        model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len, recipe.train.recompute,
+              world.ep_group.get()),
         inputs_host(2 * size_t(model.tokens_per_pass()) * sizeof(int32_t), Device::kCpu) {
     model.bind_params(params);
     params.allocate();
@@ -88,7 +94,11 @@ struct Engine {
     model.layout_acts(activations);
     activations.allocate();
     model.layout_acts(activations);
-    optimizer.emplace(recipe.optimizer, params);
+    if (world.size() == 1)
+      optimizer.emplace(recipe.optimizer, params);
+    else
+      parallel.emplace(*world.world, world.expert_dp_group.get(), params, model, recipe.optimizer,
+                       recipe.parallelism.bucket_mb, recipe.parallelism.overlap_grad_reduce);
   }
 
   // Where the data loader writes a micro-batch; load_inputs() moves it to the model.
@@ -102,6 +112,7 @@ struct Engine {
 
   // Every tensor a checkpoint holds, where they live (weights, moments, router state).
   std::vector<CheckpointTensor> device_tensors() {
+    if (parallel) return parallel->checkpoint_tensors(model.state_tensors());  // shards
     std::vector<CheckpointTensor> tensors;
     // Not trainable, so not in the optimizer; restored with the weights.
     for (const auto& [name, tensor] : model.state_tensors())
@@ -151,6 +162,7 @@ struct Engine {
   Arena activations;
   Transformer model;
   std::optional<AdamW> optimizer;
+  std::optional<DataParallel> parallel;
   Buffer inputs_host;
   std::optional<Arena> host_mirror;
   std::vector<Tensor> mirror;
@@ -163,10 +175,12 @@ struct Progress {
 
 class Trainer {
  public:
-  Trainer(const Recipe& recipe, const TrainOptions& options)
+  Trainer(const Recipe& recipe, const TrainOptions& options, World& world)
       : recipe_(recipe),
         options_(options),
-        engine_(recipe, recipe.train.device == DeviceKind::kCuda ? Device::kCuda : Device::kCpu),
+        world_(world),
+        engine_(recipe, recipe.train.device == DeviceKind::kCuda ? Device::kCuda : Device::kCpu,
+                world),
         batches_(recipe.train, recipe.data.seq_len),
         train_data_(recipe.data, Split::kTrain, recipe.run.seed),
         plan_(plan_model(recipe.model, recipe.train.micro_batch, recipe.data.seq_len,
@@ -182,13 +196,18 @@ class Trainer {
     // --resume auto without a checkpoint restarts from step 0: rows of an earlier attempt
     // that never reached a checkpoint are dropped too.
     int64_t resume_step = resumed ? resumed->step : options_.resume == "auto" ? 0 : -1;
-    log_.emplace(recipe_.run.out_dir, resume_step);
+    // Rank 0 speaks for the run; the other ranks' logs stay silent.
+    log_.emplace(recipe_.run.out_dir, resume_step, world_.leader());
     for (const nlohmann::json& row : skipped) {
       log_->line(fmt::format("warning: skipped checkpoint {}: {}", std::string(row["checkpoint"]),
                              std::string(row["reason"])));
       log_->metrics(row);
     }
-    write_text(fs::path(recipe_.run.out_dir) / "recipe.toml", recipe_.resolved_toml);
+    if (world_.leader())
+      write_text(fs::path(recipe_.run.out_dir) / "recipe.toml", recipe_.resolved_toml);
+    if (recipe_.checkpoint.async && !writer_.async())
+      log_->line("checkpoint.async: writes are synchronous with more than one rank (every rank "
+                 "takes part in the commit)");
     announce(resumed);
 
     int64_t total = batches_.total_steps();
@@ -212,6 +231,7 @@ class Trainer {
                         progress_.step % recipe_.checkpoint.interval == 0;
         bool last = progress_.step == total && recipe_.checkpoint.save_final;
         if (interval || last || stop) save();
+        phase(fmt::format("after step {}", progress_.step));
         if (stop) {
           report_save(writer_.wait());
           log_->line(fmt::format("stopped after step {} as asked; resume with --resume auto",
@@ -219,7 +239,7 @@ class Trainer {
           return;
         }
       }
-      if (int signal = stop_signals_.requested()) return preempt(signal);
+      if (int signal = stop_signal()) return preempt(signal);
     }
     report_save(writer_.wait());
     log_->line(fmt::format("done: {} steps, {} tokens in {}", progress_.step, progress_.tokens,
@@ -229,22 +249,24 @@ class Trainer {
  private:
   // A damaged checkpoint found by --resume auto goes into `skipped` (as a metrics row) and
   // the one before it is taken; when none is intact the run stops rather than start over.
+  // Every rank resumes from the checkpoint rank 0 finds.
   std::optional<LoadedCheckpoint> restore(std::vector<nlohmann::json>& skipped) {
-    std::string dir;
-    if (options_.resume == "auto") {
-      dir = find_verified_checkpoint(
+    phase("loading the checkpoint");
+    std::string dir = agree_on_checkpoint(*world_.world, [&] {
+      if (options_.resume != "auto")
+        return options_.resume.empty() ? std::string() : resolve_checkpoint(options_.resume);
+      std::string found = find_verified_checkpoint(
           recipe_.checkpoint.dir, [&](const std::string& damaged, const std::string& reason) {
             skipped.push_back({{"step", 0},
                                {"event", "checkpoint.skipped"},
                                {"checkpoint", damaged},
                                {"reason", reason}});
           });
-      if (dir.empty() && !skipped.empty())
+      if (found.empty() && !skipped.empty())
         fail("--resume auto: no intact checkpoint in {}; the newest fails with: {}",
              recipe_.checkpoint.dir, std::string(skipped.front()["reason"]));
-    } else if (!options_.resume.empty()) {
-      dir = resolve_checkpoint(options_.resume);
-    }
+      return found;
+    });
     if (dir.empty()) {
       engine_.params.initialize(recipe_.run.seed);
       return std::nullopt;
@@ -260,6 +282,7 @@ class Trainer {
     std::vector<CheckpointTensor> tensors = engine_.host_tensors();
     LoadedCheckpoint loaded = load_checkpoint(dir, tensors);
     engine_.upload();
+    if (engine_.parallel) engine_.parallel->gather_weights();  // each rank loaded its shard
     const auto& ints = loaded.state.ints;
     auto get = [&](const char* key) {
       auto it = ints.find(key);
@@ -278,10 +301,12 @@ class Trainer {
     report_save(writer_.wait());  // the newest checkpoint may still be being written
     int64_t step = progress_.step + 1;
     int64_t position = train_data_.position();
-    std::string dir = find_verified_checkpoint(
-        recipe_.checkpoint.dir, [&](const std::string& damaged, const std::string& reason) {
-          log_->line(fmt::format("warning: skipped checkpoint {}: {}", damaged, reason));
-        });
+    std::string dir = agree_on_checkpoint(*world_.world, [&] {
+      return find_verified_checkpoint(
+          recipe_.checkpoint.dir, [&](const std::string& damaged, const std::string& reason) {
+            log_->line(fmt::format("warning: skipped checkpoint {}: {}", damaged, reason));
+          });
+    });
     if (dir.empty())
       fail("guard: {} steps skipped in a row at step {}, and no committed checkpoint to roll "
            "back to (checkpoint.interval = {})",
@@ -292,6 +317,14 @@ class Trainer {
     train_data_.set_position(position);
     moe_phase_ = -1;  // set again from the step before the next one
     saved_step_ = progress_.step;
+  }
+
+  // A stop signal any rank received (the highest number): every rank stops after the same
+  // step, since a signal may reach the ranks at different moments.
+  int stop_signal() {
+    int64_t signal[] = {stop_signals_.requested()};
+    if (world_.size() > 1) world_.world->all_reduce_host(signal, ReduceOp::kMax);
+    return int(signal[0]);
   }
 
   // The first stop signal: the step is done; save it (unless just saved) and return.
@@ -309,9 +342,11 @@ class Trainer {
   void announce(const std::optional<LoadedCheckpoint>& resumed) {
     bool cuda = engine_.device == Device::kCuda;
     // On a GPU: the bf16 dense datasheet rate of the H100/H200, as the PyTorch peer counts.
+    // Only rank 0 reports MFU: the others need not compete for the cores measuring it.
     peak_flops_ = recipe_.log.peak_tflops > 0 ? recipe_.log.peak_tflops * 1e12
                   : cuda                      ? kHopperPeakFlops
-                                              : measure_cpu_peak_flops();
+                  : world_.leader()           ? measure_cpu_peak_flops()
+                                              : 1.0;
     std::string where = cuda ? device::describe() : fmt::format("CPU, {} threads", threads_);
     log_->line(fmt::format(
         "sigma train: {} | {:.2f}M parameters | {:.3g} GFLOP/token | {} steps of {} tokens | "
@@ -338,6 +373,12 @@ class Trainer {
                              double(planned) / (1 << 30), double(device::peak_bytes()) / (1 << 30),
                              double(device::used_bytes()) / (1 << 30)));
     }
+    if (engine_.parallel)
+      log_->line(fmt::format("parallel: {} ranks ({}), dp {} with ZeRO-1, ep {}; {} gradient "
+                             "buckets, {} overlapped with backward",
+                             world_.size(), world_.world->name(), world_.dp, world_.ep,
+                             engine_.parallel->plan().buckets.size(),
+                             recipe_.parallelism.overlap_grad_reduce ? "reductions" : "none"));
     if (resumed)
       log_->line(fmt::format("resumed from {} at step {}", resumed->dir, progress_.step));
   }
@@ -353,7 +394,7 @@ class Trainer {
   // Before a step's first forward: the sparsification phase (a function of the step, so a
   // resumed run switches where an uninterrupted one does), fresh statistics, and for
   // global-batch LBL over several micro-batches the step's token counts.
-  void prepare_moe_step(int64_t micro_batches) {
+  void prepare_moe_step(int64_t micro_batches, int64_t mine) {
     const MoeConfig& moe = recipe_.model.moe;
     int64_t phase = moe.phase_at(progress_.step, batches_.total_steps());
     if (phase != moe_phase_) {
@@ -367,30 +408,33 @@ class Trainer {
       layer->reset_step_stats();
       layer->set_global_counts({});
     }
-    if (moe.lbl_scope == LblScope::kGlobalBatch && micro_batches > 1)
-      routing_prepass(micro_batches);
+    if (moe.lbl_scope == LblScope::kGlobalBatch && micro_batches > 1) routing_prepass(mine);
   }
 
   // Exact global-batch counts need every micro-batch's routing before the first backward:
-  // a forward through the layers (no LM head) over the step's micro-batches, whose tokens
-  // are kept for the real passes (models/moe/README.md weighs the cost).
+  // a forward through the layers (no LM head) over this rank's micro-batches of the step,
+  // whose tokens are kept for the real passes (models/moe/README.md weighs the cost).
   void routing_prepass(int64_t micro_batches) {
     Transformer& model = engine_.model;
     int64_t n = model.tokens_per_pass();
     prepass_tokens_.resize(size_t(micro_batches * n));
     prepass_targets_.resize(size_t(micro_batches * n));
     for (int64_t i = 0; i < micro_batches; ++i) {
+      phase(fmt::format("step {}: routing pre-pass, micro-batch {}", progress_.step + 1, i + 1));
       train_data_.next(recipe_.train.micro_batch, prepass_tokens_.data() + i * n,
                        prepass_targets_.data() + i * n);
       std::copy_n(prepass_tokens_.data() + i * n, n, engine_.tokens_host());
       engine_.load_inputs();
       model.forward_layers();
     }
-    for (MoeLayer* layer : moe_layers()) {
-      // One process holds every count of the step; with data-parallel ranks (the many-GPUs
-      // issue) they are all-reduced here before global-batch LBL uses them.
-      layer->set_global_counts(layer->step_stats().counts);
-      layer->reset_step_stats();
+    // The step's counts: this rank's, summed over the data-parallel ranks.
+    std::vector<MoeLayer*> layers = moe_layers();
+    std::vector<std::vector<int64_t>> counts;
+    for (MoeLayer* layer : layers) counts.push_back(layer->step_stats().counts);
+    if (engine_.parallel) engine_.parallel->sum(counts);
+    for (size_t i = 0; i < layers.size(); ++i) {
+      layers[i]->set_global_counts(std::move(counts[i]));
+      layers[i]->reset_step_stats();
     }
   }
 
@@ -402,13 +446,19 @@ class Trainer {
     int64_t step_tokens = micro_batches * batches_.tokens_per_micro_batch();
     // Every token of the global batch weighs the same: the loss is their mean.
     float loss_scale = float(1.0 / double(step_tokens));
+    // This rank's block of the step's micro-batches, read where one process would read it.
+    auto [first, last] = engine_.parallel ? engine_.parallel->my_micro_batches(micro_batches)
+                                          : std::pair<int64_t, int64_t>(0, micro_batches);
+    int64_t step_start = train_data_.position(), mine = last - first;
+    train_data_.set_position(step_start + first * recipe_.train.micro_batch);
     engine_.params.zero_grads();
     prepass_tokens_.clear();
     prepass_targets_.clear();
-    if (moe_) prepare_moe_step(micro_batches);
+    if (moe_) prepare_moe_step(micro_batches, mine);
     double loss_sum = 0, aux_sum = 0;
     int64_t n = model.tokens_per_pass();
-    for (int64_t i = 0; i < micro_batches; ++i) {
+    for (int64_t i = 0; i < mine; ++i) {
+      phase(fmt::format("step {}: micro-batch {}", progress_.step + 1, first + i + 1));
       if (prepass_tokens_.empty()) {
         train_data_.next(recipe_.train.micro_batch, engine_.tokens_host(), engine_.targets_host());
       } else {  // the routing pre-pass read this micro-batch already
@@ -418,17 +468,34 @@ class Trainer {
       engine_.load_inputs();
       loss_sum += model.forward(loss_scale);  // the LM head's backward fused in
       aux_sum += model.aux_loss();
+      if (engine_.parallel && i == mine - 1) engine_.parallel->arm_last_backward();
       model.backward(loss_scale);
     }
+    train_data_.set_position(step_start + micro_batches * recipe_.train.micro_batch);
+    phase(fmt::format("step {}: gradient reduction and update", progress_.step + 1));
+    if (engine_.parallel) {
+      grad_norm_ = engine_.parallel->finish_gradients();
+      double sums[] = {loss_sum, aux_sum};
+      engine_.parallel->sum(sums);
+      loss_sum = sums[0], aux_sum = sums[1];
+    } else {
+      // One pass over the whole gradient arena: one host synchronisation per step.
+      grad_norm_ = std::sqrt(ops::sum_squares(engine_.params.grads().whole(DType::kF32)));
+    }
     aux_loss_ = aux_sum / double(micro_batches);
-    // One pass over the whole gradient arena: one host synchronisation per step.
-    grad_norm_ = std::sqrt(ops::sum_squares(engine_.params.grads().whole(DType::kF32)));
     double loss = loss_sum / double(step_tokens);
+    // Loss and norm are the global batch's here, the same on every rank, so every rank skips
+    // (or rolls back) together.
     if (!guard_.admit(progress_.step + 1, loss, grad_norm_, *log_)) return std::nullopt;
     double clip = recipe_.train.grad_clip;
     double grad_scale = clip > 0 && grad_norm_ > clip ? clip / (grad_norm_ + 1e-6) : 1.0;
     lr_ = lr_at(recipe_.lr_scheduler, recipe_.optimizer.lr, progress_.step, batches_.total_steps());
-    engine_.optimizer->step(lr_, grad_scale, progress_.step + 1);
+    if (engine_.parallel)
+      engine_.parallel->step(lr_, grad_scale, progress_.step + 1);
+    else
+      engine_.optimizer->step(lr_, grad_scale, progress_.step + 1);
+    // The bias update and the balance metrics see the whole global batch's statistics.
+    if (moe_ && engine_.parallel) engine_.parallel->sum_moe_stats(moe_layers());
     for (MoeLayer* layer : moe_layers()) layer->update_bias();
     progress_.step += 1;
     progress_.tokens += step_tokens;
@@ -440,7 +507,8 @@ class Trainer {
     double tok_per_s = double(last_step_tokens_) / step_seconds;
     double flops_per_token =
         moe_ ? plan_.moe_phases[size_t(moe_phase_)].flops_per_token : plan_.flops_per_token;
-    double mfu = flops_per_token * tok_per_s / peak_flops_;
+    // tok/s is the whole job's; MFU is per device (rank).
+    double mfu = flops_per_token * tok_per_s / (peak_flops_ * world_.size());
     int64_t total = batches_.total_steps();
     double eta = mean_step_seconds * double(total - progress_.step);
     nlohmann::json row = {{"step", progress_.step},
@@ -451,6 +519,8 @@ class Trainer {
                           {"tok_per_s", tok_per_s},
                           {"mfu", mfu},
                           {"step_ms", step_seconds * 1e3}};
+    // What backward did not hide of the gradient reduction.
+    if (engine_.parallel) row["grad_wait_ms"] = engine_.parallel->last_wait_seconds() * 1e3;
     if (engine_.device == Device::kCuda) {
       row["gpu_peak_gib"] = double(device::peak_bytes()) / double(1 << 30);
       row["gpu_used_gib"] = double(device::used_bytes()) / double(1 << 30);
@@ -501,13 +571,18 @@ class Trainer {
 
   void validate() {
     Transformer& model = engine_.model;
-    valid_data_->set_position(0);  // the same held-out batches every time: comparable numbers
+    phase(fmt::format("step {}: validation", progress_.step));
+    // The same held-out batches every time (comparable numbers), split over the ranks.
+    auto [first, last] = engine_.parallel ? engine_.parallel->my_micro_batches(recipe_.eval.batches)
+                                          : std::pair<int64_t, int64_t>(0, recipe_.eval.batches);
+    valid_data_->set_position(first * recipe_.train.micro_batch);
     double loss_sum = 0;
-    for (int64_t i = 0; i < recipe_.eval.batches; ++i) {
+    for (int64_t i = first; i < last; ++i) {
       valid_data_->next(recipe_.train.micro_batch, engine_.tokens_host(), engine_.targets_host());
       engine_.load_inputs();
       loss_sum += model.forward();
     }
+    if (engine_.parallel) engine_.parallel->sum(std::span<double>(&loss_sum, 1));
     double loss = loss_sum / double(recipe_.eval.batches * model.tokens_per_pass());
     log_->metrics({{"step", progress_.step}, {"tokens", progress_.tokens}, {"valid_loss", loss}});
     log_->line(fmt::format("step {} | validation loss {:.4f} ({} tokens)", progress_.step, loss,
@@ -515,6 +590,7 @@ class Trainer {
   }
 
   void save() {
+    phase(fmt::format("step {}: checkpoint", progress_.step));
     SaveRequest request;
     request.root = recipe_.checkpoint.dir;
     request.step = progress_.step;
@@ -560,8 +636,12 @@ class Trainer {
                    {"snapshot_s", done->snapshot_seconds}});
   }
 
+  // What this rank is doing, for the watchdog (core/dist/watchdog.h).
+  void phase(std::string what) { world_.watchdog->set_phase(std::move(what)); }
+
   const Recipe& recipe_;
   const TrainOptions& options_;
+  World& world_;
   int threads_ = set_cpu_threads(int(recipe_.train.threads));
   Engine engine_;
   BatchSchedule batches_;
@@ -580,7 +660,7 @@ class Trainer {
   Guard guard_{recipe_.guard};
   EarlyWarnings warnings_{recipe_.guard, recipe_.log.expert_load_interval, engine_.model,
                           engine_.params};
-  CheckpointWriter writer_{recipe_.checkpoint.async};
+  CheckpointWriter writer_{recipe_.checkpoint.async, *world_.world};
   int64_t saved_step_ = -1;  // the step of the newest save asked for (or loaded)
   StopSignals stop_signals_;
 };
@@ -602,7 +682,13 @@ void train(const Recipe& recipe, const TrainOptions& options) {
          "weights; use \"bf16\" or \"auto\"");
   if (!cuda && t.precision != Precision::kFp32)
     fail("train.precision = \"bf16\" needs a GPU; this run is on the CPU: use \"fp32\" or \"auto\"");
-  Trainer(resolved, options).run();
+  World world = start_world(resolved.parallelism, cuda ? Device::kCuda : Device::kCpu,
+                            resolved.run.out_dir);
+  check_batch_split(resolved, world.dp, world.ep);
+  // Ranks sharing a node share its cores, unless the recipe says otherwise.
+  if (t.threads == 0 && world.launch.local_size > 1 && !cuda)
+    t.threads = std::max<int64_t>(1, std::thread::hardware_concurrency() / world.launch.local_size);
+  Trainer(resolved, options, world).run();
 }
 
 }  // namespace sigma

@@ -5,8 +5,8 @@
 // Shape legend: N tokens, D d_model, E experts, K the active top-k, R = N * K permuted rows.
 // Dropless: every assignment gets a row, so buffers hold N * (largest top-k) rows. The
 // routing map and the counts are made on the device: nothing here waits for it.
-// Leaves out: expert parallelism (the all-to-all of the EP issue replaces dispatch/combine
-// behind this interface), capacity factors and dropping.
+// With expert parallelism, AllToAllDispatcher (alltoall_dispatcher.h) takes x_RD on to the
+// ranks holding the experts and brings y_RD back. Leaves out: capacity factors and dropping.
 #pragma once
 
 #include "core/tensor/arena.h"

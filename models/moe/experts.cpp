@@ -7,13 +7,15 @@
 namespace sigma {
 
 void Experts::bind_params(ParameterSet& params, const std::string& prefix) {
-  int64_t e = config_.moe.n_experts, d = config_.d_model, f = config_.moe.d_expert;
+  int64_t e = num_experts_, d = config_.d_model, f = config_.moe.d_expert;
   double std = config_.init_std;
   double out_std = config_.init_scale_residual ? std / std::sqrt(2.0 * config_.n_layers) : std;
-  gate_proj_ = params.add(prefix + "gate_proj.weight", {e, f, d}, ParamInit::kNormal, std, true);
-  up_proj_ = params.add(prefix + "up_proj.weight", {e, f, d}, ParamInit::kNormal, std, true);
+  ParamRows rows{config_.moe.n_experts, first_expert_};
+  gate_proj_ =
+      params.add(prefix + "gate_proj.weight", {e, f, d}, ParamInit::kNormal, std, true, rows);
+  up_proj_ = params.add(prefix + "up_proj.weight", {e, f, d}, ParamInit::kNormal, std, true, rows);
   down_proj_ =
-      params.add(prefix + "down_proj.weight", {e, d, f}, ParamInit::kNormal, out_std, true);
+      params.add(prefix + "down_proj.weight", {e, d, f}, ParamInit::kNormal, out_std, true, rows);
 }
 
 void Experts::layout_acts(Arena& arena, const std::string& category) {

@@ -17,6 +17,13 @@ Tensor host_view(Tensor t, void* data) {
   return t;
 }
 
+// A device tensor of i32 counts as host integers (a synchronisation).
+std::vector<int64_t> host_counts(Tensor counts) {
+  std::vector<int32_t> host(size_t(counts.numel()));
+  device::copy(host_view(counts, host.data()), counts);
+  return {host.begin(), host.end()};
+}
+
 }  // namespace
 
 LoadBalance load_balance(const std::vector<int64_t>& counts) {
@@ -30,13 +37,27 @@ LoadBalance load_balance(const std::vector<int64_t>& counts) {
   return b;
 }
 
-MoeLayer::MoeLayer(const ModelConfig& config, int64_t tokens, int64_t layer)
+namespace {
+
+int64_t ep_size(const ProcessGroup* group) { return group ? group->size() : 1; }
+
+}  // namespace
+
+MoeLayer::MoeLayer(const ModelConfig& config, int64_t tokens, int64_t layer,
+                   ProcessGroup* ep_group)
     : config_(config),
       tokens_(tokens),
       layer_(layer),
       router_(config, tokens, config.moe.max_top_k(layer)),
       dispatcher_(config, tokens, config.moe.max_top_k(layer)),
-      experts_(config, tokens * config.moe.max_top_k(layer)) {
+      alltoall_(ep_group && ep_group->size() > 1
+                    ? std::optional<AllToAllDispatcher>(std::in_place, config,
+                                                        tokens * config.moe.max_top_k(layer),
+                                                        *ep_group)
+                    : std::nullopt),
+      experts_(config, tokens * config.moe.max_top_k(layer) * ep_size(ep_group),
+               alltoall_ ? alltoall_->first_expert() : 0,
+               alltoall_ ? alltoall_->local_experts() : config.moe.n_experts) {
   if (config.moe.n_shared_experts > 0) shared_.emplace(config, tokens, config.moe.shared_width());
   set_phase(config.moe.num_phases() - 1);
 }
@@ -50,6 +71,7 @@ void MoeLayer::bind_params(ParameterSet& params, const std::string& prefix) {
 void MoeLayer::layout_acts(Arena& arena, const std::string& category) {
   router_.layout_acts(arena, category);
   dispatcher_.layout_acts(arena, category);
+  if (alltoall_) alltoall_->layout_acts(arena, category);
   experts_.layout_acts(arena, category);
   if (shared_) {
     shared_->layout_acts(arena, category);
@@ -62,7 +84,8 @@ void MoeLayer::layout_acts(Arena& arena, const std::string& category) {
   step_losses_L_ = arena.take({ops::kRouterLosses}, DType::kF32, category);
 }
 
-MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens) {
+MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
+                                int64_t ep_size) {
   int64_t max_k = 1;
   for (int64_t l = config.moe.dense_layers; l < config.n_layers; ++l)
     max_k = std::max(max_k, config.moe.max_top_k(l));
@@ -71,9 +94,13 @@ MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t
   const DType act = activation_dtype(arena.device());
   MoeGrads g;
   g.router = Router::layout_grads(arena, config, tokens);
-  g.experts = Experts::layout_grads(arena, config, rows);
+  g.experts = Experts::layout_grads(arena, config, rows * ep_size);
   g.d_x_buf = arena.take({rows, d}, act, scratch);
   g.d_y_buf = arena.take({rows, d}, act, scratch);
+  if (ep_size > 1) {
+    g.d_x_expert_buf = arena.take({rows * ep_size, d}, act, scratch);
+    g.d_y_expert_buf = arena.take({rows * ep_size, d}, act, scratch);
+  }
   g.d_probs_buf = arena.take({rows}, DType::kF32, scratch);
   g.d_tmp_ND = arena.take({tokens, d}, act, scratch);
   if (config.moe.n_shared_experts > 0)
@@ -89,8 +116,19 @@ void MoeLayer::forward(Tensor out_ND, Tensor h_ND) {
   router_.forward(h_ND);
   dispatcher_.dispatch(h_ND, router_.experts_NK());
   Tensor counts_E = dispatcher_.tokens_per_expert();
-  Tensor y_RD = dispatcher_.rows(experts_.out_buffer());
-  experts_.forward(y_RD, dispatcher_.x_RD(), counts_E);
+  Tensor y_RD;
+  if (alltoall_) {
+    // The all-to-all's sizes come from the counts: the one host synchronisation of an
+    // expert-parallel layer (as in Megatron-Core's all-to-all dispatcher).
+    alltoall_->dispatch(dispatcher_.x_RD(), host_counts(counts_E));
+    Tensor y_SD = alltoall_->rows(experts_.out_buffer());
+    experts_.forward(y_SD, alltoall_->x_SD(), alltoall_->tokens_per_local_expert());
+    y_RD = alltoall_->y_RD();
+    alltoall_->combine(y_RD, y_SD);
+  } else {
+    y_RD = dispatcher_.rows(experts_.out_buffer());
+    experts_.forward(y_RD, dispatcher_.x_RD(), counts_E);
+  }
   dispatcher_.combine(out_ND, y_RD, router_.probs_NK());
   if (shared_) {
     shared_->forward(shared_out_ND_, h_ND);
@@ -108,9 +146,17 @@ void MoeLayer::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MoeGr
   Tensor probs = router_.probs_NK();
   Tensor d_probs = g.d_probs_buf.slice_rows(0, probs.numel()).view(probs.shape);
   Tensor d_y = dispatcher_.rows(g.d_y_buf), d_x = dispatcher_.rows(g.d_x_buf);
-  dispatcher_.combine_backward(d_y, d_probs, d_out_ND, dispatcher_.rows(experts_.out_buffer()),
-                               probs);
-  experts_.backward(d_x, d_y, dispatcher_.x_RD(), dispatcher_.tokens_per_expert(), g.experts);
+  Tensor y_RD = alltoall_ ? alltoall_->y_RD() : dispatcher_.rows(experts_.out_buffer());
+  dispatcher_.combine_backward(d_y, d_probs, d_out_ND, y_RD, probs);
+  if (alltoall_) {
+    Tensor d_y_SD = alltoall_->rows(g.d_y_expert_buf), d_x_SD = alltoall_->rows(g.d_x_expert_buf);
+    alltoall_->combine_backward(d_y_SD, d_y);
+    experts_.backward(d_x_SD, d_y_SD, alltoall_->x_SD(), alltoall_->tokens_per_local_expert(),
+                      g.experts);
+    alltoall_->dispatch_backward(d_x, d_x_SD);
+  } else {
+    experts_.backward(d_x, d_y, dispatcher_.x_RD(), dispatcher_.tokens_per_expert(), g.experts);
+  }
   dispatcher_.dispatch_backward(d_h_ND, d_x);
   router_.backward(g.d_tmp_ND, d_probs, h_ND, aux_scale, g.router);
   ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
@@ -135,6 +181,19 @@ void MoeLayer::reset_step_stats() {
   std::vector<float> zero_losses(size_t(ops::kRouterLosses), 0.0f);
   device::copy(step_counts_E_, host_view(step_counts_E_, zero_counts.data()));
   device::copy(step_losses_L_, host_view(step_losses_L_, zero_losses.data()));
+}
+
+void MoeLayer::set_step_stats(const MoeStepStats& stats) {
+  SIGMA_CHECK(int64_t(stats.counts.size()) == config_.moe.n_experts, "{} counts for {} experts",
+              stats.counts.size(), config_.moe.n_experts);
+  std::vector<int32_t> counts(stats.counts.begin(), stats.counts.end());
+  std::vector<float> losses(size_t(ops::kRouterLosses), 0.0f);
+  losses[ops::kLossLbl] = float(stats.lbl_sum);
+  losses[ops::kLossEntropy] = float(stats.entropy_sum);
+  losses[ops::kLossAux] = float(stats.aux_sum);
+  device::copy(step_counts_E_, host_view(step_counts_E_, counts.data()));
+  device::copy(step_losses_L_, host_view(step_losses_L_, losses.data()));
+  forwards_ = stats.forwards;
 }
 
 MoeStepStats MoeLayer::step_stats() const {

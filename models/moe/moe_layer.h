@@ -13,9 +13,14 @@
 // reset_step_stats(): the balance metrics and the expert-bias update read them. All of it
 // stays on the device; forward and backward never wait for it. The host reads values only
 // through aux_loss(), balance() and step_stats(), each a copy (and a synchronisation).
+// With an expert-parallel group, this rank holds E/ep experts and an AllToAllDispatcher
+// trades permuted rows with the group between the local dispatcher and the experts:
+//   x_RD = permute(h_ND);  x_SD = all-to-all(x_RD);  y_SD = experts(x_SD);
+//   y_RD = all-to-all back(y_SD);  out_ND = combine(y_RD, probs_NK)
 #pragma once
 
 #include "models/mlp.h"
+#include "models/moe/alltoall_dispatcher.h"
 #include "models/moe/dispatcher.h"
 #include "models/moe/experts.h"
 #include "models/moe/router.h"
@@ -29,6 +34,8 @@ struct MoeGrads {
   RouterGrads router;
   ExpertGrads experts;
   Tensor d_x_buf, d_y_buf;  // [N * max top-k, D]
+  // The experts' side of the exchange, [ep * N * max top-k, D] (expert parallelism only).
+  Tensor d_x_expert_buf, d_y_expert_buf;
   Tensor d_probs_buf;       // [N * max top-k]
   Tensor d_tmp_ND;
   std::optional<MlpGrads> shared;
@@ -52,12 +59,16 @@ LoadBalance load_balance(const std::vector<int64_t>& counts);
 
 class MoeLayer {
  public:
-  MoeLayer(const ModelConfig& config, int64_t tokens, int64_t layer);
+  // `ep_group`: the expert-parallel group splitting the experts, or null (every expert here).
+  MoeLayer(const ModelConfig& config, int64_t tokens, int64_t layer,
+           ProcessGroup* ep_group = nullptr);
 
   void bind_params(ParameterSet& params, const std::string& prefix);
   void layout_acts(Arena& arena, const std::string& category);
-  // Scratch for every MoE layer of `config` (sized for the largest top-k of any layer).
-  static MoeGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens);
+  // Scratch for every MoE layer of `config` (sized for the largest top-k of any layer, and
+  // for what ep ranks can send to this one's experts).
+  static MoeGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
+                               int64_t ep_size = 1);
 
   // The top-k of progressive-sparsification phase `phase` (model.moe.phases).
   void set_phase(int64_t phase);
@@ -80,6 +91,9 @@ class MoeLayer {
   void reset_step_stats();
   // Copied from the device: read it at logging time, not inside a step.
   MoeStepStats step_stats() const;
+  // Replaces the step's statistics (data parallelism sums them over ranks before the bias
+  // update and the metrics read them); copied to the device.
+  void set_step_stats(const MoeStepStats& stats);
   // The aux-loss-free bias update from the step's counts (no-op when disabled), on the device.
   void update_bias() { router_.update_bias(step_counts_E_); }
   Tensor bias() const { return router_.bias(); }
@@ -90,6 +104,7 @@ class MoeLayer {
   int64_t tokens_, layer_;
   Router router_;
   Dispatcher dispatcher_;
+  std::optional<AllToAllDispatcher> alltoall_;  // expert parallelism only
   Experts experts_;
   std::optional<Mlp> shared_;
   Tensor shared_out_ND_;
