@@ -1,9 +1,11 @@
-// Shared helpers of the CUDA parity tests: move fp32 host data to the GPU in fp32 or bf16
-// and back, and compare with the CPU reference by ||out - ref|| / ||ref|| (METHOD.md).
+// Shared helpers of the CUDA parity tests: seeded random inputs, CPU views of host vectors
+// for the CPU twins, fp32 host data moved to the GPU in fp32 or bf16 and back, NaN-poisoned
+// outputs, and the comparison with the CPU reference by ||out - ref|| / ||ref|| (METHOD.md).
 // Every CUDA test starts with SIGMA_REQUIRE_GPU(), so the suite passes on machines
 // without a GPU (CI) and runs the checks where one is present.
 #pragma once
 
+#include "core/random.h"
 #include "core/tensor/tensor.h"
 #include "kernels/device.h"
 
@@ -23,6 +25,30 @@
   } while (0)
 
 namespace sigma::test {
+
+// n standard normals times scale: the tests' fresh random inputs (seeded, so reproducible).
+inline std::vector<float> random_vector(int64_t n, uint64_t seed, double scale = 1.0) {
+  Rng rng(seed);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = float(scale * rng.normal());
+  return v;
+}
+
+// A CPU tensor over a vector's memory, for calling the CPU twins on test data.
+inline Tensor cpu_view(std::vector<float>& v, Shape shape) {
+  Tensor t;
+  t.data = v.data();
+  t.shape = shape;
+  return t;
+}
+
+inline Tensor cpu_view(std::vector<int32_t>& v, Shape shape) {
+  Tensor t;
+  t.data = v.data();
+  t.shape = shape;
+  t.dtype = DType::kI32;
+  return t;
+}
 
 // fp32 -> bf16 with round-to-nearest-even, as __float2bfloat16 does (NaN stays NaN).
 inline uint16_t to_bf16(float x) {
@@ -98,6 +124,19 @@ inline std::vector<float> to_host(Tensor t) {
       out[i] = static_cast<const float*>(h.data)[i];
   }
   return out;
+}
+
+// Through float, exact below 2^24: indices and counts.
+inline std::vector<int32_t> to_host_i32(Tensor t) {
+  std::vector<float> f = to_host(t);
+  return std::vector<int32_t>(f.begin(), f.end());
+}
+
+// An output buffer filled with NaN (-1 for indices), so an element a kernel fails to write
+// shows up in the comparison.
+inline DeviceTensor poisoned(Shape shape, DType dtype) {
+  std::vector<float> poison(size_t(shape.numel()), dtype == DType::kI32 ? -1.0f : NAN);
+  return to_device(poison, shape, dtype);
 }
 
 // ||out - ref|| / ||ref||, in double; NaN anywhere gives infinity (never a pass).

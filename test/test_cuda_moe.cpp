@@ -22,44 +22,16 @@
 namespace sigma {
 namespace {
 
+using test::cpu_view;
+using test::poisoned;
+using test::random_vector;
 using test::rel_error;
 using test::rounded;
 using test::to_device;
 using test::to_host;
+using test::to_host_i32;
 
 constexpr double kRouter = 1e-6, kBf16Out = 1e-2, kDot = 1e-5;
-
-std::vector<float> random_vector(int64_t n, uint64_t seed, double scale = 1.0) {
-  Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = float(scale * rng.normal());
-  return v;
-}
-
-Tensor cpu_view(std::vector<float>& v, Shape shape) {
-  Tensor t;
-  t.data = v.data();
-  t.shape = shape;
-  return t;
-}
-
-Tensor cpu_view_i32(std::vector<int32_t>& v, Shape shape) {
-  Tensor t;
-  t.data = v.data();
-  t.shape = shape;
-  t.dtype = DType::kI32;
-  return t;
-}
-
-test::DeviceTensor poisoned(Shape shape, DType dtype) {
-  std::vector<float> poison(size_t(shape.numel()), dtype == DType::kI32 ? -1.0f : NAN);
-  return to_device(poison, shape, dtype);
-}
-
-std::vector<int32_t> to_host_i32(Tensor t) {
-  std::vector<float> f = to_host(t);
-  return std::vector<int32_t>(f.begin(), f.end());
-}
 
 // Routing of n tokens to k of e experts, skewed (expert 0 busy, the last one never chosen)
 // so that groups have very different sizes.
@@ -91,7 +63,7 @@ TEST_CASE("cuda moe: fused scores + top-k match the CPU, the top-k exactly") {
         std::vector<int32_t> experts(size_t(n * k));
         Tensor cpu_bias = with_bias ? cpu_view(bias, {e}) : Tensor{};
         cpu::router_scores_topk_forward(cpu_view(scores, {n, e}), cpu_view(probs, {n, k}),
-                                        cpu_view_i32(experts, {n, k}), cpu_view(logits, {n, e}),
+                                        cpu_view(experts, {n, k}), cpu_view(logits, {n, e}),
                                         cpu_bias, fn, renormalize);
         auto gl = to_device(logits, {n, e}, DType::kF32), gb = to_device(bias, {e}, DType::kF32);
         auto gs = poisoned({n, e}, DType::kF32), gp = poisoned({n, k}, DType::kF32);
@@ -122,7 +94,7 @@ TEST_CASE("cuda moe: top-k takes ties to the lower index like the CPU") {
   std::vector<float> scores(size_t(n * e)), probs(size_t(n * k));
   for (float& s : scores) s = float(rng.below(4)) * 0.25f;
   std::vector<int32_t> experts(size_t(n * k));
-  cpu::router_topk_forward(cpu_view(probs, {n, k}), cpu_view_i32(experts, {n, k}),
+  cpu::router_topk_forward(cpu_view(probs, {n, k}), cpu_view(experts, {n, k}),
                            cpu_view(scores, {n, e}), Tensor{}, false);
   auto gs = to_device(scores, {n, e}, DType::kF32);
   auto gp = poisoned({n, k}, DType::kF32), gx = poisoned({n, k}, DType::kI32);
@@ -141,10 +113,10 @@ TEST_CASE("cuda moe: scores and top-k backward match the CPU") {
       std::vector<float> d_scores(size_t(n * e)), d_logits(size_t(n * e));
       std::vector<int32_t> experts(size_t(n * k));
       cpu::router_scores_topk_forward(cpu_view(scores, {n, e}), cpu_view(probs, {n, k}),
-                                      cpu_view_i32(experts, {n, k}), cpu_view(logits, {n, e}),
+                                      cpu_view(experts, {n, k}), cpu_view(logits, {n, e}),
                                       Tensor{}, fn, renormalize);
       cpu::router_topk_backward(cpu_view(d_scores, {n, e}), cpu_view(d_probs, {n, k}),
-                                cpu_view(probs, {n, k}), cpu_view_i32(experts, {n, k}),
+                                cpu_view(probs, {n, k}), cpu_view(experts, {n, k}),
                                 cpu_view(scores, {n, e}), renormalize);
       cpu::router_scores_backward(cpu_view(d_logits, {n, e}), cpu_view(d_scores, {n, e}),
                                   cpu_view(scores, {n, e}), fn);
@@ -178,7 +150,7 @@ TEST_CASE("cuda moe: balancing losses, coefficients and gradients match the CPU"
       counts[3] = 0;
       cpu::router_balance_forward(cpu_view(losses, {ops::kRouterLosses}),
                                   cpu_view(coeffs, {2 * e + 2}), cpu_view(logits, {n, e}),
-                                  cpu_view(scores, {n, e}), cpu_view_i32(counts, {e}), config);
+                                  cpu_view(scores, {n, e}), cpu_view(counts, {e}), config);
       auto d_scores = random_vector(n * e, 8), d_logits = random_vector(n * e, 9);
       auto d_scores_init = d_scores, d_logits_init = d_logits;  // the ops add onto these
       const float aux_scale = 3.0f;
@@ -225,8 +197,8 @@ TEST_CASE("cuda moe: the routing map is identical to the CPU's, counts and bias 
     INFO("n ", c.n, " k ", c.k, " e ", c.e);
     std::vector<int32_t> experts = random_routing(c.n, c.k, c.e, uint64_t(c.n + c.e));
     std::vector<int32_t> row_of(size_t(c.n * c.k)), counts(size_t(c.e));
-    cpu::moe_routing_map(cpu_view_i32(row_of, {c.n, c.k}), cpu_view_i32(counts, {c.e}),
-                         cpu_view_i32(experts, {c.n, c.k}));
+    cpu::moe_routing_map(cpu_view(row_of, {c.n, c.k}), cpu_view(counts, {c.e}),
+                         cpu_view(experts, {c.n, c.k}));
     auto gx = test::to_device_i32(experts, {c.n, c.k});
     auto grow = poisoned({c.n, c.k}, DType::kI32), gcounts = poisoned({c.e}, DType::kI32);
     ops::moe_routing_map(grow, gcounts, gx);
@@ -236,12 +208,12 @@ TEST_CASE("cuda moe: the routing map is identical to the CPU's, counts and bias 
     std::vector<int32_t> total(size_t(c.e), 5);
     auto gtotal = test::to_device_i32(total, {c.e});
     ops::moe_counts_accumulate(gtotal, gcounts);
-    cpu::moe_counts_accumulate(cpu_view_i32(total, {c.e}), cpu_view_i32(counts, {c.e}));
+    cpu::moe_counts_accumulate(cpu_view(total, {c.e}), cpu_view(counts, {c.e}));
     CHECK(to_host_i32(gtotal) == total);
     auto bias = random_vector(c.e, 10, 0.01);
     auto gbias = to_device(bias, {c.e}, DType::kF32);
     ops::router_bias_update(gbias, gtotal, 1e-3f);
-    cpu::router_bias_update(cpu_view(bias, {c.e}), cpu_view_i32(total, {c.e}), 1e-3f);
+    cpu::router_bias_update(cpu_view(bias, {c.e}), cpu_view(total, {c.e}), 1e-3f);
     CHECK(to_host(gbias) == bias);
   }
 }
@@ -251,8 +223,8 @@ TEST_CASE("cuda moe: permute and unpermute match the CPU in bf16 and fp32, forwa
   const int64_t n = 300, k = 4, e = 16;
   std::vector<int32_t> experts = random_routing(n, k, e, 11);
   std::vector<int32_t> row_of(size_t(n * k)), counts(static_cast<size_t>(e));
-  cpu::moe_routing_map(cpu_view_i32(row_of, {n, k}), cpu_view_i32(counts, {e}),
-                       cpu_view_i32(experts, {n, k}));
+  cpu::moe_routing_map(cpu_view(row_of, {n, k}), cpu_view(counts, {e}),
+                       cpu_view(experts, {n, k}));
   auto grow = test::to_device_i32(row_of, {n, k});
   auto probs = random_vector(n * k, 12);
   auto gprobs = to_device(probs, {n, k}, DType::kF32);
@@ -268,14 +240,14 @@ TEST_CASE("cuda moe: permute and unpermute match the CPU in bf16 and fp32, forwa
       std::vector<float> perm(size_t(r * d)), out(size_t(n * d)), d_x(size_t(n * d));
       std::vector<float> d_y(size_t(r * d)), d_probs(size_t(n * k));
       cpu::moe_permute_forward(cpu_view(perm, {r, d}), cpu_view(x, {n, d}),
-                               cpu_view_i32(row_of, {n, k}));
+                               cpu_view(row_of, {n, k}));
       cpu::moe_permute_backward(cpu_view(d_x, {n, d}), cpu_view(d_perm, {r, d}),
-                                cpu_view_i32(row_of, {n, k}));
+                                cpu_view(row_of, {n, k}));
       cpu::moe_unpermute_forward(cpu_view(out, {n, d}), cpu_view(y, {r, d}),
-                                 cpu_view_i32(row_of, {n, k}), cpu_view(probs, {n, k}));
+                                 cpu_view(row_of, {n, k}), cpu_view(probs, {n, k}));
       cpu::moe_unpermute_backward(cpu_view(d_y, {r, d}), cpu_view(d_probs, {n, k}),
                                   cpu_view(d_out, {n, d}), cpu_view(y, {r, d}),
-                                  cpu_view_i32(row_of, {n, k}), cpu_view(probs, {n, k}));
+                                  cpu_view(row_of, {n, k}), cpu_view(probs, {n, k}));
       auto gx = to_device(x, {n, d}, dtype), gy = to_device(y, {r, d}, dtype);
       auto gd_out = to_device(d_out, {n, d}, dtype), gd_perm = to_device(d_perm, {r, d}, dtype);
       auto gperm = poisoned({r, d}, dtype), gout = poisoned({n, d}, dtype);

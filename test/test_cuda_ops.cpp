@@ -18,39 +18,15 @@
 namespace sigma {
 namespace {
 
+using test::cpu_view;
+using test::poisoned;
+using test::random_vector;
 using test::rel_error;
 using test::rounded;
 using test::to_device;
 using test::to_host;
 
 constexpr double kBf16Out = 1e-2, kF32OutOfBf16 = 2e-3, kF32 = 1e-5;
-
-std::vector<float> random_vector(int64_t n, uint64_t seed, double scale = 1.0) {
-  Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = float(scale * rng.normal());
-  return v;
-}
-
-// A CPU tensor over a vector's memory.
-Tensor cpu_view(std::vector<float>& v, Shape shape) {
-  Tensor t;
-  t.data = v.data();
-  t.shape = shape;
-  return t;
-}
-Tensor cpu_view_i32(std::vector<int32_t>& v, Shape shape) {
-  Tensor t;
-  t.data = v.data();
-  t.shape = shape;
-  t.dtype = DType::kI32;
-  return t;
-}
-
-test::DeviceTensor poisoned(Shape shape, DType dtype) {
-  std::vector<float> nan(size_t(shape.numel()), NAN);
-  return to_device(nan, shape, dtype);
-}
 
 TEST_CASE("cuda ops: matmul forward and backward match the CPU in bf16 and fp32") {
   SIGMA_REQUIRE_GPU();
@@ -99,8 +75,8 @@ TEST_CASE("cuda ops: embedding forward and deterministic backward match the CPU"
   auto dy = rounded(random_vector(n * d, 8), DType::kBF16);
   std::vector<float> y(size_t(n * d)), dw(size_t(vocab * d), 0.25f);
   auto dw_init = dw;
-  cpu::embedding_forward(cpu_view(y, {n, d}), cpu_view_i32(tokens, {n}), cpu_view(w, {vocab, d}));
-  cpu::embedding_backward(cpu_view(dw, {vocab, d}), cpu_view(dy, {n, d}), cpu_view_i32(tokens, {n}));
+  cpu::embedding_forward(cpu_view(y, {n, d}), cpu_view(tokens, {n}), cpu_view(w, {vocab, d}));
+  cpu::embedding_backward(cpu_view(dw, {vocab, d}), cpu_view(dy, {n, d}), cpu_view(tokens, {n}));
   auto gt = test::to_device_i32(tokens, {n});
   auto gw = to_device(w, {vocab, d}, DType::kBF16), gdy = to_device(dy, {n, d}, DType::kBF16);
   auto gy = poisoned({n, d}, DType::kBF16);
@@ -153,8 +129,8 @@ TEST_CASE("cuda ops: rope forward and backward match the CPU") {
   for (int64_t i = 0; i < n; ++i) pos[size_t(i)] = int32_t(i % t);
   auto x = rounded(random_vector(n * h * d, 12), DType::kBF16);
   std::vector<float> y(x.size()), back(x.size());
-  cpu::rope_forward(cpu_view(y, {b, t, h, d}), cpu_view(x, {b, t, h, d}), cpu_view_i32(pos, {n}), 1e4f);
-  cpu::rope_backward(cpu_view(back, {b, t, h, d}), cpu_view(x, {b, t, h, d}), cpu_view_i32(pos, {n}), 1e4f);
+  cpu::rope_forward(cpu_view(y, {b, t, h, d}), cpu_view(x, {b, t, h, d}), cpu_view(pos, {n}), 1e4f);
+  cpu::rope_backward(cpu_view(back, {b, t, h, d}), cpu_view(x, {b, t, h, d}), cpu_view(pos, {n}), 1e4f);
   auto gx = to_device(x, {b, t, h, d}, DType::kBF16);
   auto gpos = test::to_device_i32(pos, {n});
   auto gy = poisoned({b, t, h, d}, DType::kBF16), gback = poisoned({b, t, h, d}, DType::kBF16);
@@ -192,8 +168,8 @@ TEST_CASE("cuda ops: cross-entropy forward and backward match the CPU, in place 
   for (int32_t& t : targets) t = int32_t(rng.below(v));
   targets[3] = -1;  // ignored row
   std::vector<float> loss(static_cast<size_t>(n)), dz(z.size());
-  cpu::cross_entropy_forward(cpu_view(loss, {n}), cpu_view(z, {n, v}), cpu_view_i32(targets, {n}));
-  cpu::cross_entropy_backward(cpu_view(dz, {n, v}), cpu_view(z, {n, v}), cpu_view_i32(targets, {n}), 0.5f);
+  cpu::cross_entropy_forward(cpu_view(loss, {n}), cpu_view(z, {n, v}), cpu_view(targets, {n}));
+  cpu::cross_entropy_backward(cpu_view(dz, {n, v}), cpu_view(z, {n, v}), cpu_view(targets, {n}), 0.5f);
   auto gz = to_device(z, {n, v}, DType::kBF16);
   auto gt = test::to_device_i32(targets, {n});
   auto gloss = poisoned({n}, DType::kF32);

@@ -4,7 +4,6 @@
 // every dimension. Bounds (METHOD.md): fp32 against fp64 1e-5; bf16 outputs carry one
 // rounding (2^-9 relative) on top of fp32 sums, so 1e-2; fp32 weight gradients of bf16
 // inputs differ from the CPU's only by summation order, 2e-3 as for the other CUDA ops.
-#include "core/random.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/ops.h"
 #include "cuda_parity.h"
@@ -19,29 +18,9 @@
 namespace sigma {
 namespace {
 
+using test::cpu_view;
+using test::random_vector;
 using test::rel_error;
-
-std::vector<float> random_vector(int64_t n, uint64_t seed, double scale = 1.0) {
-  Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = float(scale * rng.normal());
-  return v;
-}
-
-Tensor host_view(std::vector<float>& v, Shape shape) {
-  Tensor t;
-  t.data = v.data();
-  t.shape = shape;
-  return t;
-}
-
-Tensor host_view_i32(std::vector<int32_t>& v, Shape shape) {
-  Tensor t;
-  t.data = v.data();
-  t.shape = shape;
-  t.dtype = DType::kI32;
-  return t;
-}
 
 // One grouped problem: counts per expert, inputs, and an output gradient.
 struct Grouped {
@@ -70,13 +49,13 @@ struct Results {
 Results cpu_grouped(Grouped& g) {
   Results r{std::vector<float>(size_t(g.rows * g.out)), std::vector<float>(size_t(g.rows * g.in)),
             std::vector<float>(size_t(g.experts * g.out * g.in), 0.5f)};
-  Tensor tpe = host_view_i32(g.counts, {g.experts});
-  ops::grouped_matmul_forward(host_view(r.y, {g.rows, g.out}), host_view(g.x, {g.rows, g.in}),
-                              host_view(g.w, {g.experts, g.out, g.in}), tpe);
-  ops::grouped_matmul_backward(host_view(r.dx, {g.rows, g.in}),
-                               host_view(r.dw, {g.experts, g.out, g.in}),
-                               host_view(g.dy, {g.rows, g.out}), host_view(g.x, {g.rows, g.in}),
-                               host_view(g.w, {g.experts, g.out, g.in}), tpe);
+  Tensor tpe = cpu_view(g.counts, {g.experts});
+  ops::grouped_matmul_forward(cpu_view(r.y, {g.rows, g.out}), cpu_view(g.x, {g.rows, g.in}),
+                              cpu_view(g.w, {g.experts, g.out, g.in}), tpe);
+  ops::grouped_matmul_backward(cpu_view(r.dx, {g.rows, g.in}),
+                               cpu_view(r.dw, {g.experts, g.out, g.in}),
+                               cpu_view(g.dy, {g.rows, g.out}), cpu_view(g.x, {g.rows, g.in}),
+                               cpu_view(g.w, {g.experts, g.out, g.in}), tpe);
   return r;
 }
 
@@ -130,10 +109,10 @@ TEST_CASE("grouped matmul: the CPU reference matches naive per-expert sums, empt
 
   // Without d_inp the weight gradient is the same.
   std::vector<float> dw_only(r.dw.size(), 0.5f);
-  ops::grouped_matmul_backward(Tensor{}, host_view(dw_only, {g.experts, g.out, g.in}),
-                               host_view(g.dy, {g.rows, g.out}), host_view(g.x, {g.rows, g.in}),
-                               host_view(g.w, {g.experts, g.out, g.in}),
-                               host_view_i32(g.counts, {g.experts}));
+  ops::grouped_matmul_backward(Tensor{}, cpu_view(dw_only, {g.experts, g.out, g.in}),
+                               cpu_view(g.dy, {g.rows, g.out}), cpu_view(g.x, {g.rows, g.in}),
+                               cpu_view(g.w, {g.experts, g.out, g.in}),
+                               cpu_view(g.counts, {g.experts}));
   CHECK(dw_only == r.dw);
 }
 
@@ -160,10 +139,9 @@ TEST_CASE("grouped matmul: CUDA matches the CPU, with empty experts and partial 
     auto w = test::to_device(g.w, {g.experts, g.out, g.in}, DType::kBF16);
     auto dy = test::to_device(g.dy, {g.rows, g.out}, DType::kBF16);
     auto tpe = test::to_device_i32(g.counts, {g.experts});
-    std::vector<float> nan_y(size_t(g.rows * g.out), NAN), nan_dx(size_t(g.rows * g.in), NAN);
     std::vector<float> half(size_t(g.experts * g.out * g.in), 0.5f);
-    auto y = test::to_device(nan_y, {g.rows, g.out}, DType::kBF16);
-    auto dx = test::to_device(nan_dx, {g.rows, g.in}, DType::kBF16);
+    auto y = test::poisoned({g.rows, g.out}, DType::kBF16);
+    auto dx = test::poisoned({g.rows, g.in}, DType::kBF16);
     auto dw = test::to_device(half, {g.experts, g.out, g.in}, DType::kF32);
     ops::grouped_matmul_forward(y, x, w, tpe);
     ops::grouped_matmul_backward(dx, dw, dy, x, w, tpe);
