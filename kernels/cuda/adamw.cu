@@ -3,6 +3,7 @@
 // the host and rounded once, as the reference does.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/cuda/vector_io.cuh"
 
 #include <cmath>
 
@@ -14,23 +15,35 @@ struct AdamWScalars {
       eps, grad_scale;
 };
 
-// W is the compute copy's type; with kWrite false it is not written.
+// W is the compute copy's type; with kWrite false it is not written. Packs of elements move
+// with 16-byte accesses (vector_io.cuh); the arithmetic is per element, as in the reference.
 template <typename W, bool kWrite>
 __global__ void adamw_kernel(float* p, const float* g, float* m, float* v, W* weight,
-                             AdamWScalars s, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    float gi = __fmul_rn(g[i], s.grad_scale);
-    float pi = __fmul_rn(p[i], s.decay);
-    float mi = __fadd_rn(__fmul_rn(m[i], s.beta1), __fmul_rn(s.one_minus_beta1, gi));
-    float vi = __fadd_rn(__fmul_rn(v[i], s.beta2), __fmul_rn(__fmul_rn(s.one_minus_beta2, gi), gi));
-    float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bias_correction2_sqrt), s.eps);
-    float updated = __fadd_rn(pi, __fdiv_rn(-__fmul_rn(s.step_size, mi), denom));
-    p[i] = updated;
-    if constexpr (kWrite) weight[i] = from_float<W>(updated);
-    m[i] = mi;
-    v[i] = vi;
-  }
+                             AdamWScalars s, int64_t n, bool vectorized) {
+  for_each_pack(n, vectorized, [&](int64_t i, auto width) {
+    constexpr int N = decltype(width)::value;
+    Pack<float, N> pp = load_pack<N>(p + i), gp = load_pack<N>(g + i);
+    Pack<float, N> mp = load_pack<N>(m + i), vp = load_pack<N>(v + i);
+    Pack<W, N> wp;
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      float gi = __fmul_rn(gp.v[k], s.grad_scale);
+      float pi = __fmul_rn(pp.v[k], s.decay);
+      float mi = __fadd_rn(__fmul_rn(mp.v[k], s.beta1), __fmul_rn(s.one_minus_beta1, gi));
+      float vi = __fadd_rn(__fmul_rn(vp.v[k], s.beta2),
+                           __fmul_rn(__fmul_rn(s.one_minus_beta2, gi), gi));
+      float denom = __fadd_rn(__fdiv_rn(__fsqrt_rn(vi), s.bias_correction2_sqrt), s.eps);
+      float updated = __fadd_rn(pi, __fdiv_rn(-__fmul_rn(s.step_size, mi), denom));
+      pp.v[k] = updated;
+      if constexpr (kWrite) wp.v[k] = from_float<W>(updated);
+      mp.v[k] = mi;
+      vp.v[k] = vi;
+    }
+    store_pack(p + i, pp);
+    if constexpr (kWrite) store_pack(weight + i, wp);
+    store_pack(m + i, mp);
+    store_pack(v + i, vp);
+  });
 }
 
 }  // namespace
@@ -49,15 +62,21 @@ void adamw_update(Tensor param, Tensor grad, Tensor m, Tensor v, const ops::Adam
   s.eps = float(step.eps);
   s.grad_scale = float(step.grad_scale);
   int64_t n = param.numel();
-  int blocks = int(std::min<int64_t>(ceil_div(n, 256), 8 * num_sms()));
+  if (n == 0) return;
+  constexpr int kThreads = 256;
+  int blocks = elementwise_blocks(n, kThreads);
+  bool vectorized = aligned16(param.data) && aligned16(grad.data) && aligned16(m.data) &&
+                    aligned16(v.data);
   if (weight.defined() && weight.data != param.data) {
+    vectorized = vectorized && aligned16(weight.data);
     SIGMA_DISPATCH_FLOAT(weight.dtype, W, {
-      adamw_kernel<W, true><<<blocks, 256, 0, stream()>>>(param.f32(), grad.f32(), m.f32(),
-                                                          v.f32(), static_cast<W*>(weight.data), s, n);
+      adamw_kernel<W, true><<<blocks, kThreads, 0, stream()>>>(
+          param.f32(), grad.f32(), m.f32(), v.f32(), static_cast<W*>(weight.data), s, n,
+          vectorized);
     });
   } else {
-    adamw_kernel<float, false><<<blocks, 256, 0, stream()>>>(param.f32(), grad.f32(), m.f32(),
-                                                             v.f32(), nullptr, s, n);
+    adamw_kernel<float, false><<<blocks, kThreads, 0, stream()>>>(
+        param.f32(), grad.f32(), m.f32(), v.f32(), nullptr, s, n, vectorized);
   }
   SIGMA_CUDA_LAUNCHED("adamw");
 }
