@@ -11,7 +11,6 @@
 // is expected and 1e-2 (METHOD.md's bf16 band) is the bound, far below what a wrong index or
 // mask gives (order 1). lse is fp32 from exact bf16 products in fp32 sums: 1e-5.
 // Outputs are poisoned (NaN) before each run, so an element never written fails.
-#include "core/random.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/device.h"
 #include "kernels/ops.h"
@@ -27,6 +26,8 @@
 namespace sigma {
 namespace {
 
+using test::cpu_view;
+using test::poisoned;
 using test::rel_error;
 using test::rounded;
 using test::to_device;
@@ -39,22 +40,7 @@ struct AttentionCase {
 };
 
 std::vector<float> random_bf16(int64_t n, uint64_t seed) {
-  Rng rng(seed);
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = float(rng.normal());
-  return rounded(std::move(v), DType::kBF16);
-}
-
-Tensor cpu_view(std::vector<float>& v, Shape shape) {
-  Tensor t;
-  t.data = v.data();
-  t.shape = shape;
-  return t;
-}
-
-test::DeviceTensor poisoned(Shape shape, DType dtype) {
-  std::vector<float> nan(size_t(shape.numel()), NAN);
-  return to_device(nan, shape, dtype);
+  return rounded(test::random_vector(n, seed), DType::kBF16);
 }
 
 // Runs one case on both backends and checks every output against its bound.
