@@ -198,7 +198,7 @@ void MoeLayer::set_step_stats(const MoeStepStats& stats) {
 
 MoeStepStats MoeLayer::step_stats() const {
   std::vector<int32_t> counts(size_t(config_.moe.n_experts));
-  std::vector<float> losses(size_t(ops::kRouterLosses));
+  std::vector<float> losses(static_cast<size_t>(ops::kRouterLosses));
   device::copy(host_view(step_counts_E_, counts.data()), step_counts_E_);
   device::copy(host_view(step_losses_L_, losses.data()), step_losses_L_);
   MoeStepStats stats;
