@@ -10,7 +10,7 @@ export OMPI_MCA_btl=self,vader OMPI_MCA_btl_vader_single_copy_mechanism=none
 # components) before LeakSanitizer reports, so their by-design leaks show up unsymbolized and
 # cannot be suppressed by name. Leak checking is off for the ranks; every other ASan and
 # UBSan check stays on, and the single-process tests keep leak checking.
-[[ -n "${ASAN_OPTIONS:-}" ]] && export ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0"
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"  # read by ASan builds only
 command -v mpirun > /dev/null || die "mpirun not found: scripts/setup installs openmpi-bin"
 
 # mpi N ARGS...: ARGS on N ranks.
