@@ -1,4 +1,5 @@
 // sigma eval CKPT --bench ppl|mc|aimicius[:task] [--data PATH] [--limit N] [--out results.json]
+//   [--device auto|cpu|cuda]
 #include "app/commands.h"
 #include "eval/aimicius.h"
 #include "eval/multiple_choice.h"
@@ -14,7 +15,7 @@ namespace sigma::app {
 namespace {
 
 struct EvalArgs {
-  std::string checkpoint, bench, data, out;
+  std::string checkpoint, bench, data, out, device = "auto";
   int64_t limit = 0, max_seq = 4096, max_new_tokens = 256, threads = 0;
 };
 
@@ -32,7 +33,7 @@ void run_eval(const EvalArgs& args) {
   if (bench != "aimicius" && !task.empty()) fail("--bench {}: only aimicius has tasks", args.bench);
   if (bench == "aimicius" && !task.empty()) aimicius_task(task);  // an unknown task fails here
   if (bench == "mc" && args.data.empty()) fail("--bench mc needs --data FILE.jsonl");
-  TrainedModel model(args.checkpoint);
+  TrainedModel model(args.checkpoint, inference_device(args.device));
   set_cpu_threads(int(args.threads > 0 ? args.threads : model.recipe().train.threads));
   EvalReport report{model.checkpoint_dir(), args.bench, model.step(), {}};
   if (bench == "ppl") {
@@ -72,6 +73,8 @@ void add_eval_command(CLI::App& app) {
                   "Cap on generated tokens per answer (aimicius; default 256)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--threads", args->threads, "CPU threads; 0 = the recipe's train.threads");
+  cmd->add_option("--device", args->device, "auto (CUDA when there is a GPU), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->callback([args] { run_eval(*args); });
 }
 

@@ -1,5 +1,6 @@
 // sigma generate CKPT_OR_RUN --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K]
-//   [--top-p P] [--seed S] [--stop STR]...: text streamed to stdout, statistics to stderr.
+//   [--top-p P] [--seed S] [--stop STR]... [--device auto|cpu|cuda]: text streamed to stdout,
+//   statistics to stderr.
 #include "app/commands.h"
 #include "infer/generation.h"
 #include "infer/trained_model.h"
@@ -20,22 +21,25 @@ struct GenerateArgs {
   GenerationConfig generation;
   int64_t chunk = 64;
   int64_t threads = 0;
+  std::string device = "auto";
 };
 
 void run_generate(const GenerateArgs& args) {
-  TrainedModel model(args.checkpoint);
+  TrainedModel model(args.checkpoint, inference_device(args.device));
   set_cpu_threads(int(args.threads > 0 ? args.threads : model.recipe().train.threads));
   std::vector<int32_t> prompt = model.tokenizer().encode(args.prompt);
   int64_t capacity =
       generation_capacity(std::max<int64_t>(1, int64_t(prompt.size())), args.generation);
   LoadedDecoder loaded(model, capacity, args.chunk);
   const AttentionConfig& a = model.config().attention;
-  KvCacheCost cost = kv_cache_cost(model.config(), DType::kF32);
+  DType cache_dtype = loaded.decoder.cache_dtype();
+  KvCacheCost cost = kv_cache_cost(model.config(), cache_dtype);
   int64_t cache = cost.k_bytes + cost.v_bytes;
   fmt::print(stderr,
-             "sigma generate: {} (step {}) | KV cache {} bytes/token fp32 (K {} heads x {}, V {} "
-             "heads x {}, {} layers); GQA with {} K heads: {} bytes/token, {:.1f}% saved\n",
-             model.checkpoint_dir(), model.step(), cache, a.n_k, a.d_qk, a.n_v, a.d_v,
+             "sigma generate: {} (step {}) on {} | KV cache {} bytes/token {} (K {} heads x {}, V "
+             "{} heads x {}, {} layers); GQA with {} K heads: {} bytes/token, {:.1f}% saved\n",
+             model.checkpoint_dir(), model.step(), device_name(model.device()), cache,
+             cache_dtype == DType::kBF16 ? "bf16" : "fp32", a.n_k, a.d_qk, a.n_v, a.d_v,
              model.config().n_layers, a.n_v, cost.gqa_bytes,
              100.0 * (1.0 - double(cache) / double(cost.gqa_bytes)));
   Generation out = generate(loaded.decoder, model.tokenizer(), args.prompt, args.generation,
@@ -73,6 +77,8 @@ void add_generate_command(CLI::App& app) {
   cmd->add_option("--chunk", args->chunk, "Prompt tokens per prefill pass (default 64)")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--threads", args->threads, "CPU threads; 0 = the recipe's train.threads");
+  cmd->add_option("--device", args->device, "auto (CUDA when there is a GPU), cpu or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   cmd->callback([args] { run_generate(*args); });
 }
 

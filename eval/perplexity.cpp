@@ -1,6 +1,7 @@
 #include "eval/perplexity.h"
 
 #include "core/data/loader.h"
+#include "kernels/device.h"
 
 #include <fmt/format.h>
 
@@ -38,7 +39,7 @@ std::vector<MetricResult> evaluate_perplexity(TrainedModel& model, const std::st
   if (samples < 1) fail("{}: fewer tokens than one sequence of {} + 1", task, seq_len);
   batch = std::min(batch, samples);
 
-  Arena acts(Device::kCpu);
+  Arena acts(model.device());
   Transformer full(model.config(), batch, seq_len);
   model.params().rebind();
   full.bind_params(model.params());
@@ -47,14 +48,20 @@ std::vector<MetricResult> evaluate_perplexity(TrainedModel& model, const std::st
   full.layout_acts(acts);
   model.restore_state(full);
 
+  // The loader fills host memory; the model reads its inputs wherever it runs.
+  int64_t n = batch * seq_len;
+  Buffer host(2 * size_t(n) * sizeof(int32_t), Device::kCpu);
+  Tensor tokens_N = host.tensor(0, {n}, DType::kI32);
+  Tensor targets_N = host.tensor(tokens_N.bytes(), {n}, DType::kI32);
   double loss_sum = 0;
   int64_t tokens = 0, bytes = 0;
-  int32_t* targets = full.targets().i32();
   for (int64_t done = 0; done + batch <= samples; done += batch) {
-    loader.next(batch, full.tokens().i32(), targets);
+    loader.next(batch, tokens_N.i32(), targets_N.i32());
+    device::copy(full.tokens(), tokens_N);
+    device::copy(full.targets(), targets_N);
     loss_sum += full.forward();
-    tokens += batch * seq_len;
-    std::vector<int32_t> ids(targets, targets + batch * seq_len);
+    tokens += n;
+    std::vector<int32_t> ids(targets_N.i32(), targets_N.i32() + n);
     bytes += int64_t(model.tokenizer().decode(ids).size());
   }
   double loss = loss_sum / double(tokens);

@@ -2,6 +2,7 @@
 
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/index.h"
+#include "kernels/device.h"
 #include "kernels/ops.h"
 
 #include <filesystem>
@@ -29,14 +30,30 @@ std::string find_tokenizer(const std::string& spec, const std::string& dir) {
   fail("{}: the run's tokenizer {} is not found (from here or beside the run)", dir, spec);
 }
 
+// load_checkpoint reads into host memory: device tensors are filled through a host copy, as
+// the trainer resumes (core/train/trainer.cpp, Engine::upload).
+LoadedCheckpoint load_onto_device(const std::string& dir, std::vector<CheckpointTensor> tensors) {
+  std::vector<CheckpointTensor> on_host = tensors;
+  std::vector<Buffer> host;
+  host.reserve(tensors.size());
+  for (CheckpointTensor& t : on_host)
+    if (t.data.device != Device::kCpu) {
+      host.emplace_back(t.data.bytes(), Device::kCpu);
+      t.data = host.back().tensor(0, t.data.shape, t.data.dtype);
+    }
+  LoadedCheckpoint loaded = load_checkpoint(dir, on_host);
+  for (size_t i = 0; i < tensors.size(); ++i) device::copy(tensors[i].data, on_host[i].data);
+  return loaded;
+}
+
 }  // namespace
 
-TrainedModel::TrainedModel(const std::string& path)
+TrainedModel::TrainedModel(const std::string& path, Device device)
     : dir_(resolve(path)),
       recipe_(parse_recipe(Index((fs::path(dir_) / "index.h5").string()).recipe_toml(),
                            dir_ + "/index.h5 (recipe)")),
-      params_(Device::kCpu),
-      planner_acts_(Device::kCpu),
+      params_(device),
+      planner_acts_(device),
       planner_(recipe_.model, 1, 1) {
   planner_.bind_params(params_);
   params_.allocate();
@@ -49,7 +66,7 @@ TrainedModel::TrainedModel(const std::string& path)
     tensors.push_back({"model/" + p.name, p.param.value, p.shape, 0});
   for (const auto& [name, tensor] : planner_.state_tensors())
     tensors.push_back({"model/" + name, tensor, tensor.shape, 0});
-  LoadedCheckpoint loaded = load_checkpoint(dir_, tensors);
+  LoadedCheckpoint loaded = load_onto_device(dir_, tensors);
   params_.refresh_weights();
   step_ = loaded.step;
   auto phase = loaded.state.ints.find("moe_phase");
@@ -69,12 +86,20 @@ void TrainedModel::copy_state(const std::vector<std::pair<std::string, Tensor>>&
 }
 
 LoadedDecoder::LoadedDecoder(TrainedModel& model, int64_t capacity, int64_t chunk)
-    : arena(Device::kCpu), decoder(model.config(), capacity, chunk) {
+    : arena(model.device()), decoder(model.config(), capacity, chunk) {
   decoder.bind_params(model.params());
   decoder.layout(arena);
   arena.allocate();
   decoder.layout(arena);
   model.restore_state(decoder);
+}
+
+Device inference_device(const std::string& choice) {
+  if (choice == "cpu") return Device::kCpu;
+  if (choice == "auto") return device::cuda_available() ? Device::kCuda : Device::kCpu;
+  if (choice != "cuda") fail("--device {}: allowed: auto, cpu, cuda", choice);
+  if (!device::cuda_available()) fail("--device cuda: {}", device::describe());
+  return Device::kCuda;
 }
 
 }  // namespace sigma

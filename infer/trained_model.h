@@ -4,7 +4,9 @@
 // `path` may be a step directory, a checkpoints directory (its newest committed step) or a
 // run directory (its checkpoints/). Only committed checkpoints load (core/checkpoint/README.md).
 // The parameters are planned by a one-token Transformer, so a Decoder or a Transformer of any
-// batch can rebind them (ParameterSet::rebind) without copying the weights.
+// batch can rebind them (ParameterSet::rebind) without copying the weights. They live on the
+// device asked for: on CUDA, fp32 values with their bf16 compute copies, as the trainer keeps
+// them, and every model over them runs there.
 #pragma once
 
 #include "core/data/tokenizer.h"
@@ -19,14 +21,15 @@ namespace sigma {
 
 class TrainedModel {
  public:
-  // Loads everything; one UserError line on any problem.
-  explicit TrainedModel(const std::string& path);
+  // Loads everything onto `device`; one UserError line on any problem.
+  explicit TrainedModel(const std::string& path, Device device = Device::kCpu);
 
   const std::string& checkpoint_dir() const { return dir_; }
   int64_t step() const { return step_; }
   const Recipe& recipe() const { return recipe_; }
   const ModelConfig& config() const { return recipe_.model; }
   ParameterSet& params() { return params_; }
+  Device device() const { return params_.device(); }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   // The tokenizer as the recipe names it: "byte", or the path of a tokenizer.json found here.
   const std::string& tokenizer_spec() const { return tokenizer_spec_; }
@@ -57,11 +60,16 @@ class TrainedModel {
   int64_t moe_phase_ = 0;
 };
 
-// A Decoder over a trained model's weights, laid out in its own arena, state restored.
+// A Decoder over a trained model's weights, laid out in its own arena on the model's device,
+// state restored.
 struct LoadedDecoder {
   LoadedDecoder(TrainedModel& model, int64_t capacity, int64_t chunk);
   Arena arena;
   Decoder decoder;
 };
+
+// --device of generate and eval: "auto" is CUDA when this build has the backend and a GPU
+// is present, else the CPU (as train.device = "auto"); "cuda" without one is a UserError.
+Device inference_device(const std::string& choice);
 
 }  // namespace sigma

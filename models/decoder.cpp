@@ -1,5 +1,6 @@
 #include "models/decoder.h"
 
+#include "kernels/device.h"
 #include "kernels/ops.h"
 
 #include <fmt/format.h>
@@ -76,34 +77,37 @@ void Decoder::layout_pass(Arena& arena, Pass& p) {
   int64_t n = p.tokens, d = config_.d_model;
   int64_t q = a.n_q * a.d_qk, k = a.n_k * a.d_qk;
   const std::string acts = "decoder activations";
-  auto take = [&](Shape s, DType t = DType::kF32) { return arena.take(s, t, acts); };
+  const DType act = activation_dtype(arena.device());
+  auto take = [&](Shape s, DType t) { return arena.take(s, t, acts); };
   p.tokens_N = take({n}, DType::kI32);
   p.positions_N = take({n}, DType::kI32);
   p.targets_N = take({n}, DType::kI32);
-  p.losses_N = take({n});
-  p.x_ND = take({n, d});
-  p.h_ND = take({n, d});
-  p.rstd_N = take({n});
-  p.branch_ND = take({n, d});
-  p.q_NQ = take({n, q});
+  p.losses_N = take({n}, DType::kF32);
+  p.x_ND = take({n, d}, act);
+  p.h_ND = take({n, d}, act);
+  p.rstd_N = take({n}, DType::kF32);
+  p.branch_ND = take({n, d}, act);
+  p.q_NQ = take({n, q}, act);
   if (a.d_augq > 0) {
-    p.gate_NA = take({n, a.d_augq});
-    p.up_NA = take({n, a.d_augq});
-    p.act_NA = take({n, a.d_augq});
-    p.qaug_NQ = take({n, q});
+    p.gate_NA = take({n, a.d_augq}, act);
+    p.up_NA = take({n, a.d_augq}, act);
+    p.act_NA = take({n, a.d_augq}, act);
+    p.qaug_NQ = take({n, q}, act);
   }
-  p.k_NK = take({n, k});
+  p.k_NK = take({n, k}, act);
+  p.v_NVh = take({n, a.n_v * a.d_v}, act);
   if (a.qk_norm) {
-    p.qnorm_NQ = take({n, q});
-    p.qrstd = take({n * a.n_q});
-    p.knorm_NK = take({n, k});
-    p.krstd = take({n * a.n_k});
+    p.qnorm_NQ = take({n, q}, act);
+    p.qrstd = take({n * a.n_q}, DType::kF32);
+    p.knorm_NK = take({n, k}, act);
+    p.krstd = take({n * a.n_k}, DType::kF32);
   }
-  p.qrope_NQ = take({n, q});
-  p.y_NO = take({n, a.n_q * a.d_v});
-  p.final_ND = take({n, d});
-  p.final_rstd_N = take({n});
-  p.logits_NV = take({n, config_.vocab_size});
+  p.qrope_NQ = take({n, q}, act);
+  p.y_NO = take({n, a.n_q * a.d_v}, act);
+  p.final_ND = take({n, d}, act);
+  p.final_rstd_N = take({n}, DType::kF32);
+  // fp32 logits from bf16 operands on CUDA (fp32 accumulation), as the trainer's LM head.
+  p.logits_NV = take({n, config_.vocab_size}, DType::kF32);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     if (p.moe[size_t(l)])
       p.moe[size_t(l)]->layout_acts(arena, acts);
@@ -114,14 +118,39 @@ void Decoder::layout_pass(Arena& arena, Pass& p) {
 
 void Decoder::layout(Arena& arena) {
   const AttentionConfig& a = config_.attention;
+  const DType act = activation_dtype(arena.device());
   k_cache_SK_.clear();
   v_cache_SV_.clear();
   for (int64_t l = 0; l < config_.n_layers; ++l) {
-    k_cache_SK_.push_back(arena.take({capacity_, a.n_k * a.d_qk}, DType::kF32, "kv cache"));
-    v_cache_SV_.push_back(arena.take({capacity_, a.n_v * a.d_v}, DType::kF32, "kv cache"));
+    k_cache_SK_.push_back(arena.take({capacity_, a.n_k * a.d_qk}, act, "kv cache"));
+    v_cache_SV_.push_back(arena.take({capacity_, a.n_v * a.d_v}, act, "kv cache"));
   }
   layout_pass(arena, chunk_);
   layout_pass(arena, step_);
+  if (arena.allocated()) layout_host(arena.device());
+}
+
+// Host staging for the larger pass; logits and losses only where the arena is not host memory.
+void Decoder::layout_host(Device device) {
+  int64_t n = chunk_.tokens;
+  host_ = Arena(Device::kCpu);
+  for (int pass = 0; pass < 2; ++pass) {
+    host_tokens_N_ = host_.take({n}, DType::kI32, "decoder host");
+    host_positions_N_ = host_.take({n}, DType::kI32, "decoder host");
+    host_targets_N_ = host_.take({n}, DType::kI32, "decoder host");
+    if (device != Device::kCpu) {
+      host_logits_NV_ = host_.take({n, config_.vocab_size}, DType::kF32, "decoder host");
+      host_losses_N_ = host_.take({n}, DType::kF32, "decoder host");
+    }
+    if (pass == 0) host_.allocate();
+  }
+}
+
+Tensor Decoder::on_host(Tensor t, Tensor host) {
+  if (t.device == Device::kCpu) return t;
+  Tensor h = host.slice_rows(0, t.size(0));
+  device::copy(h, t);
+  return h;
 }
 
 void Decoder::set_moe_phase(int64_t phase) {
@@ -152,7 +181,9 @@ Tensor head_rows(Tensor x_N, int64_t h, int64_t d) { return x_N.view({x_N.size(0
 }  // namespace
 
 // The cached twin of Attention::forward: the same chain (q_proj, AugQ, QK-norm, RoPE), with
-// this pass's K and V written straight into the caches at positions length_ .. length_ + N.
+// this pass's K and V stored in the caches at positions length_ .. length_ + N. RoPE writes K
+// straight into its cache; V is projected into v_NVh and copied, because a cache row past
+// the first need not be aligned as cuBLASLt's output must be (256 bytes).
 void Decoder::attend(Pass& p, int64_t layer, Tensor out_ND) {
   const AttentionConfig& a = config_.attention;
   const AttentionParams& w = attention_[size_t(layer)].params();
@@ -169,7 +200,8 @@ void Decoder::attend(Pass& p, int64_t layer, Tensor out_ND) {
     q = p.qaug_NQ;
   }
   ops::matmul_forward(p.k_NK, p.h_ND, w.k_proj.weight);
-  ops::matmul_forward(v_cache.slice_rows(begin, end), p.h_ND, w.v_proj.weight);
+  ops::matmul_forward(p.v_NVh, p.h_ND, w.v_proj.weight);
+  device::copy(v_cache.slice_rows(begin, end), p.v_NVh);
   Tensor k = p.k_NK;
   if (a.qk_norm) {
     ops::rmsnorm_forward(head_rows(p.qnorm_NQ, a.n_q, a.d_qk), p.qrstd, head_rows(q, a.n_q, a.d_qk),
@@ -189,15 +221,17 @@ void Decoder::attend(Pass& p, int64_t layer, Tensor out_ND) {
   ops::matmul_forward(out_ND, p.y_NO, w.o_proj.weight);
 }
 
-void Decoder::run(Pass& p, const int32_t* tokens, bool all_rows) {
+void Decoder::run(Pass& p, const int32_t* tokens) {
   int64_t n = p.tokens;
   float eps = float(config_.norm_eps);
-  int32_t* token_ids = p.tokens_N.i32();
-  int32_t* positions = p.positions_N.i32();
+  int32_t* token_ids = host_tokens_N_.i32();
+  int32_t* positions = host_positions_N_.i32();
   for (int64_t i = 0; i < n; ++i) {
     token_ids[i] = tokens[i];
     positions[i] = int32_t(length_ + i);
   }
+  device::copy(p.tokens_N, host_tokens_N_.slice_rows(0, n));
+  device::copy(p.positions_N, host_positions_N_.slice_rows(0, n));
   ops::embedding_forward(p.x_ND, p.tokens_N, embed_tokens_.weight);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     ops::rmsnorm_forward(p.h_ND, p.rstd_N, p.x_ND, input_layernorm_[size_t(l)].weight, eps);
@@ -211,16 +245,20 @@ void Decoder::run(Pass& p, const int32_t* tokens, bool all_rows) {
       p.mlp[size_t(l)]->forward(p.branch_ND, p.h_ND);
     ops::add(p.x_ND, p.x_ND, p.branch_ND);
   }
-  // Only the rows whose logits are wanted go through the final norm and the LM head.
-  int64_t first = all_rows ? 0 : n - 1;
-  Tensor x = p.x_ND.slice_rows(first, n), h = p.final_ND.slice_rows(first, n);
-  ops::rmsnorm_forward(h, p.final_rstd_N.slice_rows(first, n), x, final_norm_.weight, eps);
-  ops::matmul_forward(p.logits_NV.slice_rows(first, n), h, lm_head_.weight);
   length_ += n;
 }
 
+// Every row, also where only the last is wanted: the LM head then multiplies whole tensors
+// (cuBLASLt wants its operands aligned as the arena's tensors start), and on the CPU the last
+// row gets the bits it gets in a pass that scores every row.
+void Decoder::head(Pass& p) {
+  ops::rmsnorm_forward(p.final_ND, p.final_rstd_N, p.x_ND, final_norm_.weight,
+                       float(config_.norm_eps));
+  ops::matmul_forward(p.logits_NV, p.final_ND, lm_head_.weight);
+}
+
 template <typename Each>
-void Decoder::append(std::span<const int32_t> tokens, bool all_rows, Each each) {
+void Decoder::append(std::span<const int32_t> tokens, LogitsOf logits, Each each) {
   int64_t n = int64_t(tokens.size());
   if (length_ + n > capacity_)
     fail("the sequence needs {} positions; the decoder holds {} (raise --max-seq)", length_ + n,
@@ -228,7 +266,8 @@ void Decoder::append(std::span<const int32_t> tokens, bool all_rows, Each each) 
   int64_t done = 0;
   while (done < n) {
     Pass& pass = n - done >= chunk_.tokens ? chunk_ : step_;
-    run(pass, tokens.data() + done, all_rows || done + pass.tokens == n);
+    run(pass, tokens.data() + done);
+    if (logits == LogitsOf::kEveryPass || done + pass.tokens == n) head(pass);
     each(pass, done);
     done += pass.tokens;
   }
@@ -237,17 +276,17 @@ void Decoder::append(std::span<const int32_t> tokens, bool all_rows, Each each) 
 Tensor Decoder::next_logits(std::span<const int32_t> tokens) {
   SIGMA_CHECK(!tokens.empty(), "next_logits of no token");
   Tensor last;
-  append(tokens, false, [&](Pass& pass, int64_t) {
+  append(tokens, LogitsOf::kFinalPass, [&](Pass& pass, int64_t) {
     last = pass.logits_NV.slice_rows(pass.tokens - 1, pass.tokens);
   });
-  return last;
+  return on_host(last, host_logits_NV_);
 }
 
 Tensor Decoder::prefill_logits(std::span<const int32_t> tokens) {
   SIGMA_CHECK(int64_t(tokens.size()) == chunk_.tokens, "prefill_logits of {} tokens; chunk is {}",
               tokens.size(), chunk_.tokens);
-  append(tokens, true, [](Pass&, int64_t) {});
-  return chunk_.logits_NV;
+  append(tokens, LogitsOf::kEveryPass, [](Pass&, int64_t) {});
+  return on_host(chunk_.logits_NV, host_logits_NV_);
 }
 
 std::vector<double> Decoder::token_logprobs(std::span<const int32_t> tokens,
@@ -255,13 +294,15 @@ std::vector<double> Decoder::token_logprobs(std::span<const int32_t> tokens,
   SIGMA_CHECK(tokens.size() == targets.size(), "{} tokens, {} targets", tokens.size(),
               targets.size());
   std::vector<double> logprobs(tokens.size());
-  append(tokens, true, [&](Pass& pass, int64_t first) {
-    int32_t* t = pass.targets_N.i32();
-    for (int64_t i = 0; i < pass.tokens; ++i) t[i] = targets[size_t(first + i)];
+  append(tokens, LogitsOf::kEveryPass, [&](Pass& pass, int64_t first) {
+    int64_t n = pass.tokens;
+    int32_t* t = host_targets_N_.i32();
+    for (int64_t i = 0; i < n; ++i) t[i] = targets[size_t(first + i)];
+    device::copy(pass.targets_N, host_targets_N_.slice_rows(0, n));
     // The cross-entropy op is -log softmax at the target: the same op the training loss uses.
     ops::cross_entropy_forward(pass.losses_N, pass.logits_NV, pass.targets_N);
-    const float* losses = pass.losses_N.f32();
-    for (int64_t i = 0; i < pass.tokens; ++i) logprobs[size_t(first + i)] = -double(losses[i]);
+    const float* losses = on_host(pass.losses_N, host_losses_N_).f32();
+    for (int64_t i = 0; i < n; ++i) logprobs[size_t(first + i)] = -double(losses[i]);
   });
   return logprobs;
 }

@@ -1,12 +1,12 @@
 # sigma generate, eval and convert on a tiny trained model: determinism, stop sequences,
-# streaming output, every bench and its JSON, and bad input (one line, exit 2).
+# streaming output, every bench and its JSON, --device, and bad input (one line, exit 2).
 source "$(dirname "$0")/common.bash"
 make_dataset "$SCRATCH/data"
 data=(--set "data.sources=[{path=\"$SCRATCH/data\",weight=1.0}]")
 "$SIGMA" train recipes/tiny/dense.toml "${data[@]}" --set train.steps=4 --set eval.interval=0 \
   --set train.threads=1 --out "$SCRATCH/run" > /dev/null
 
-gen() { "$SIGMA" generate "$SCRATCH/run" --prompt "int main(" --max-new-tokens 24 "$@"; }
+gen() { "$SIGMA" generate "$SCRATCH/run" --prompt "int main(" --max-new-tokens 24 --device cpu "$@"; }
 greedy=$(gen 2> "$SCRATCH/gen.err")
 [[ "$greedy" == "$(gen 2> /dev/null)" ]] || die "greedy generation is not deterministic"
 grep -q "KV cache 384 bytes/token fp32 (K 1 heads x 16, V 2 heads x 16, 2 layers); GQA with 2 K heads: 512 bytes/token, 25.0% saved" \
@@ -23,7 +23,21 @@ out=$(gen --temperature 1 --top-k 50 --top-p 0.95 --seed 5 --stop "$stop" 2> "$S
 [[ "$out" == "$prefix" ]] || die "--stop '$stop': got '$out', want '$prefix'"
 grep -q "finish: stop" "$SCRATCH/stop.err" || die "no 'finish: stop' in $(cat "$SCRATCH/stop.err")"
 
-ev() { "$SIGMA" eval "$SCRATCH/run" --threads 1 "$@"; }
+# --device auto: the GPU where there is one (a bf16 KV cache, half the bytes), else the CPU's
+# very text; --device cuda without a GPU is one clear line.
+auto=$("$SIGMA" generate "$SCRATCH/run" --prompt "int main(" --max-new-tokens 24 2> "$SCRATCH/auto.err")
+if grep -q " on cuda | KV cache 192 bytes/token bf16 " "$SCRATCH/auto.err"; then
+  "$SIGMA" eval "$SCRATCH/run" --bench ppl --device cuda > /dev/null
+  "$SIGMA" eval "$SCRATCH/run" --bench mc --data eval/tasks/mc.jsonl --device cuda > /dev/null
+else
+  grep -q " on cpu | KV cache 384 bytes/token fp32 " "$SCRATCH/auto.err" || die "--device auto: $(cat "$SCRATCH/auto.err")"
+  [[ "$auto" == "$greedy" ]] || die "--device auto on the CPU differs from --device cpu"
+  expect_user_error "--device cuda: no GPU" "$SIGMA" generate "$SCRATCH/run" --prompt x --device cuda
+  expect_user_error "--device cuda: no GPU" "$SIGMA" eval "$SCRATCH/run" --bench ppl --device cuda
+fi
+expect_user_error "--device: gpu not in {auto,cpu,cuda}" "$SIGMA" generate "$SCRATCH/run" --prompt x --device gpu
+
+ev() { "$SIGMA" eval "$SCRATCH/run" --threads 1 --device cpu "$@"; }
 ev --bench ppl --out "$SCRATCH/ppl.json" > /dev/null
 ev --bench ppl --data "$SCRATCH/data" --limit 8 > /dev/null
 ev --bench mc --data eval/tasks/mc.jsonl --out "$SCRATCH/mc.json" > /dev/null
