@@ -8,6 +8,7 @@
 #include "core/data/byte_unicode.h"
 #include "core/data/pretokenizer.h"
 #include "core/error.h"
+#include "temp_dir.h"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -27,17 +28,6 @@ using nlohmann::json;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct BpeTempDir {
-  fs::path path;
-  explicit BpeTempDir(const char* name)
-      : path(fs::temp_directory_path() / fmt::format("sigma_test_{}_{}", name, ::getpid())) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~BpeTempDir() { fs::remove_all(path); }
-  std::string str(const std::string& below) const { return (path / below).string(); }
-};
 
 std::string spell(const std::string& bytes) { return bytes_to_vocab_string(bytes); }
 
@@ -93,7 +83,7 @@ PreTokenizer split_literal(const char* behavior, bool invert) {
 }
 
 // The one-line message of the UserError that loading `file` raises ("" when none).
-std::string load_error(const BpeTempDir& dir, const std::string& text) {
+std::string load_error(const test::TempDir& dir, const std::string& text) {
   std::string path = dir.str("tokenizer.json");
   std::ofstream(path) << text;
   try {
@@ -282,7 +272,7 @@ TEST_CASE("bpe: the post-processor adds BOS and EOS, decode skips special tokens
 }
 
 TEST_CASE("bpe: a malformed tokenizer.json is one UserError line naming the file and fault") {
-  BpeTempDir dir("bpe_malformed");
+  test::TempDir dir("bpe_malformed");
   json good = tokenizer_json({{"a", "b"}});
   auto with = [&](const char* pointer, json value) {
     json file = good;
@@ -326,7 +316,7 @@ TEST_CASE("bpe: a malformed tokenizer.json is one UserError line naming the file
 }
 
 TEST_CASE("bpe: training merges the most frequent pair first and writes HF's layout") {
-  BpeTempDir dir("bpe_train_layout");
+  test::TempDir dir("bpe_train_layout");
   {
     std::ofstream corpus(dir.str("corpus.txt"));
     corpus << "xyz";
@@ -368,7 +358,7 @@ TEST_CASE("bpe: training merges the most frequent pair first and writes HF's lay
 }
 
 TEST_CASE("bpe: decode(encode(x)) == x on random bytes, and encode_batch matches encode") {
-  BpeTempDir dir("bpe_round_trip");
+  test::TempDir dir("bpe_round_trip");
   std::mt19937 rng(7);
   const std::vector<std::string> words = {
       "the", "model", " token", "naïve", "Straße", "中文", "日本語", "русский", "😀", "🇫🇷",

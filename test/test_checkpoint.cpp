@@ -2,6 +2,7 @@
 #include "core/checkpoint/checkpoint.h"
 #include "core/checkpoint/crc32.h"
 #include "core/error.h"
+#include "temp_dir.h"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -17,18 +18,6 @@ using namespace sigma;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory per test case (ctest runs them in parallel), removed afterwards.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const char* name)
-      : path(fs::temp_directory_path() / fmt::format("sigma_test_{}_{}", name, ::getpid())) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string str(const std::string& below = "") const { return (path / below).string(); }
-};
 
 std::vector<float> ramp(int64_t n, float base) {
   std::vector<float> values(static_cast<size_t>(n));
@@ -87,7 +76,7 @@ TEST_CASE("checkpoint: crc32 matches the IEEE check value, in one piece or sever
 }
 
 TEST_CASE("checkpoint: save and load round trip tensors, state and recipe") {
-  TempDir tmp("ckpt_roundtrip");
+  test::TempDir tmp("ckpt_roundtrip");
   std::vector<float> w = ramp(3 * 4, 1.0f), m = ramp(3 * 4, -2.0f), norm = ramp(4, 7.0f);
   std::vector<float> experts = ramp(2 * 3 * 2, 0.5f);
   SaveRequest r = request(tmp.str("ckpt"), 12);
@@ -126,7 +115,7 @@ TEST_CASE("checkpoint: save and load round trip tensors, state and recipe") {
 }
 
 TEST_CASE("checkpoint: latest names the newest committed step, and resolve accepts the root") {
-  TempDir tmp("ckpt_latest");
+  test::TempDir tmp("ckpt_latest");
   std::string root = tmp.str("ckpt");
   CHECK(find_latest_checkpoint(root).empty());
   save_small(root, 5);
@@ -151,7 +140,7 @@ TEST_CASE("checkpoint: latest names the newest committed step, and resolve accep
 }
 
 TEST_CASE("checkpoint: keep prunes older checkpoints and stale uncommitted ones") {
-  TempDir tmp("ckpt_keep");
+  test::TempDir tmp("ckpt_keep");
   std::string root = tmp.str("ckpt");
   fs::create_directories(tmp.str("ckpt/step_00000000"));  // an interrupted save, older
   fs::create_directories(tmp.str("ckpt/step_00000001.tmp-999999"));
@@ -162,14 +151,14 @@ TEST_CASE("checkpoint: keep prunes older checkpoints and stale uncommitted ones"
   std::sort(names.begin(), names.end());
   CHECK(names == std::vector<std::string>{"step_00000003", "step_00000004"});
 
-  TempDir all("ckpt_keep_all");
+  test::TempDir all("ckpt_keep_all");
   for (int64_t step = 1; step <= 3; ++step) save_small(all.str(), step, 0);
   for (int64_t step = 1; step <= 3; ++step)
     CHECK(fs::exists(all.path / fmt::format("step_{:08d}", step) / "COMMITTED"));
 }
 
 TEST_CASE("checkpoint: a directory without COMMITTED is never loaded") {
-  TempDir tmp("ckpt_uncommitted");
+  test::TempDir tmp("ckpt_uncommitted");
   std::string root = tmp.str("ckpt");
   std::string committed = save_small(root, 3);
   std::string crashed = save_small(root, 7);
@@ -190,7 +179,7 @@ TEST_CASE("checkpoint: a directory without COMMITTED is never loaded") {
 }
 
 TEST_CASE("checkpoint: a flipped byte in a rank file is a checksum error naming the file") {
-  TempDir tmp("ckpt_corrupt");
+  test::TempDir tmp("ckpt_corrupt");
   std::string dir = save_small(tmp.str("ckpt"), 1);
   std::string rank_file = dir + "/rank_00000.h5";
   flip_byte(rank_file, std::streamoff(fs::file_size(rank_file) / 2));
@@ -205,7 +194,7 @@ TEST_CASE("checkpoint: a flipped byte in a rank file is a checksum error naming 
 }
 
 TEST_CASE("checkpoint: a shape mismatch names the tensor and both shapes") {
-  TempDir tmp("ckpt_shape");
+  test::TempDir tmp("ckpt_shape");
   std::string dir = save_small(tmp.str("ckpt"), 1);
   std::vector<float> values(8);
   std::vector<CheckpointTensor> into = {whole("model/w", values, Shape{2, 4})};
@@ -217,7 +206,7 @@ TEST_CASE("checkpoint: a shape mismatch names the tensor and both shapes") {
 }
 
 TEST_CASE("checkpoint: an unknown tensor is named") {
-  TempDir tmp("ckpt_unknown");
+  test::TempDir tmp("ckpt_unknown");
   std::string dir = save_small(tmp.str("ckpt"), 1);
   std::vector<float> values(6);
   std::vector<CheckpointTensor> into = {whole("model/lm_head.weight", values, Shape{2, 3})};
@@ -227,7 +216,7 @@ TEST_CASE("checkpoint: an unknown tensor is named") {
 }
 
 TEST_CASE("checkpoint: rows spanning two rank files load (world size 2 read by 1 and by 3)") {
-  TempDir tmp("ckpt_reshard");
+  test::TempDir tmp("ckpt_reshard");
   std::string root = tmp.str("ckpt");
   Shape global{5, 2};
   std::vector<float> all = ramp(10, 0.0f);
@@ -268,7 +257,7 @@ TEST_CASE("checkpoint: rows spanning two rank files load (world size 2 read by 1
 }
 
 TEST_CASE("checkpoint: re-saving a committed step swaps in the new copy") {
-  TempDir tmp("ckpt_resave");
+  test::TempDir tmp("ckpt_resave");
   std::string root = tmp.str("ckpt");
   std::string first = save_small(root, 4);
   std::vector<float> values = ramp(6, 100.0f);
@@ -290,7 +279,7 @@ TEST_CASE("checkpoint: re-saving a committed step swaps in the new copy") {
 }
 
 TEST_CASE("checkpoint: a truncated or missing index.h5 is a user error naming it") {
-  TempDir tmp("ckpt_index");
+  test::TempDir tmp("ckpt_index");
   std::string dir = save_small(tmp.str("ckpt"), 2);
   std::string index = dir + "/index.h5";
   std::vector<float> values(6);

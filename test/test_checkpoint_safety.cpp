@@ -5,6 +5,7 @@
 #include "core/checkpoint/verify.h"
 #include "core/dist/single_group.h"
 #include "core/error.h"
+#include "temp_dir.h"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -19,17 +20,6 @@ using namespace sigma;
 namespace fs = std::filesystem;
 
 namespace {
-
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const char* name)
-      : path(fs::temp_directory_path() / fmt::format("sigma_test_{}_{}", name, ::getpid())) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string str(const std::string& below = "") const { return (path / below).string(); }
-};
 
 // One tensor "model/w" [2, 3] whose values depend on `step`.
 struct Small {
@@ -72,7 +62,7 @@ std::vector<float> load_w(const std::string& dir) {
 }  // namespace
 
 TEST_CASE("checkpoint: COMMITTED seals index.h5, so a flipped byte there never reaches HDF5") {
-  TempDir tmp("ckpt_seal");
+  test::TempDir tmp("ckpt_seal");
   std::string dir = save_small(tmp.str("ckpt"), 4);
   std::ifstream seal(dir + "/COMMITTED");
   std::string text((std::istreambuf_iterator<char>(seal)), std::istreambuf_iterator<char>());
@@ -94,7 +84,7 @@ TEST_CASE("checkpoint: COMMITTED seals index.h5, so a flipped byte there never r
 }
 
 TEST_CASE("checkpoint: the resume search skips a damaged checkpoint for the previous one") {
-  TempDir tmp("ckpt_fallback");
+  test::TempDir tmp("ckpt_fallback");
   std::string root = tmp.str("ckpt");
   std::string first = save_small(root, 1), second = save_small(root, 2),
               third = save_small(root, 3);
@@ -121,7 +111,7 @@ TEST_CASE("checkpoint: the resume search skips a damaged checkpoint for the prev
 }
 
 TEST_CASE("checkpoint: keep never deletes the only checkpoint that verifies") {
-  TempDir tmp("ckpt_spare");
+  test::TempDir tmp("ckpt_spare");
   std::string root = tmp.str("ckpt");
   std::string intact = save_small(root, 1);
   // Step 2 is damaged between its write and its commit: the index vouches for bytes that
@@ -143,7 +133,7 @@ TEST_CASE("checkpoint: keep never deletes the only checkpoint that verifies") {
 TEST_CASE("checkpoint: the background writer saves a snapshot while the caller goes on") {
   for (bool async : {true, false}) {
     CAPTURE(async);
-    TempDir tmp("ckpt_writer");
+    test::TempDir tmp("ckpt_writer");
     SingleGroup one_process(Device::kCpu);
     CheckpointWriter writer(async, one_process);
     Small small(tmp.str("ckpt"), 5, 2);

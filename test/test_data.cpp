@@ -8,6 +8,7 @@
 #include "core/data/prepare.h"
 #include "core/data/tokenizer.h"
 #include "core/error.h"
+#include "temp_dir.h"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -28,18 +29,6 @@ using namespace sigma;
 namespace fs = std::filesystem;
 
 namespace {
-
-// A fresh directory per test case (ctest runs them in parallel), removed afterwards.
-struct DataTempDir {
-  fs::path path;
-  explicit DataTempDir(const char* name)
-      : path(fs::temp_directory_path() / fmt::format("sigma_test_{}_{}", name, ::getpid())) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~DataTempDir() { fs::remove_all(path); }
-  std::string str(const std::string& below) const { return (path / below).string(); }
-};
 
 using Documents = std::vector<std::vector<int32_t>>;
 
@@ -159,7 +148,7 @@ TEST_CASE("data: the byte tokenizer maps bytes to ids and 256 to end of document
 }
 
 TEST_CASE("data: the writer's .bin and .idx match the MMIDIDX layout byte for byte") {
-  DataTempDir tmp("data_layout");
+  test::TempDir tmp("data_layout");
   write_dataset(tmp.str("x"), {{1, 2, 3}, {300, 65535}}, 65536);
   CHECK(read_bytes(tmp.str("x.idx")) == idx_bytes(8, {3, 2}, {0, 6}, {0, 1, 2}));
   CHECK(read_bytes(tmp.str("x.bin")) == std::string("\1\0\2\0\3\0\x2C\1\xFF\xFF", 10));
@@ -171,7 +160,7 @@ TEST_CASE("data: the writer's .bin and .idx match the MMIDIDX layout byte for by
 }
 
 TEST_CASE("data: datasets round-trip document for document, u16 and i32") {
-  DataTempDir tmp("data_roundtrip");
+  test::TempDir tmp("data_roundtrip");
   for (int64_t vocab : {257, 65536, 1 << 20}) {
     Documents docs;
     uint32_t state = 12345;
@@ -198,7 +187,7 @@ TEST_CASE("data: datasets round-trip document for document, u16 and i32") {
 }
 
 TEST_CASE("data: a Megatron dataset with several sequences per document reads across them") {
-  DataTempDir tmp("data_megatron");
+  test::TempDir tmp("data_megatron");
   // Three i16 sequences, two documents: [[5, 6], [7]] and [[-1, 9, 10]].
   write_bytes(tmp.str("m.idx"), idx_bytes(3, {2, 1, 3}, {0, 4, 6}, {0, 2, 3}));
   write_bytes(tmp.str("m.bin"), std::string("\5\0\6\0\7\0\xFF\xFF\x09\0\x0A\0", 12));
@@ -214,7 +203,7 @@ TEST_CASE("data: a Megatron dataset with several sequences per document reads ac
 }
 
 TEST_CASE("data: a corrupt or missing dataset is a UserError naming the file") {
-  DataTempDir tmp("data_corrupt");
+  test::TempDir tmp("data_corrupt");
   std::string good = idx_bytes(8, {3, 2}, {0, 6}, {0, 1, 2});
   std::string bin("\1\0\2\0\3\0\4\0\5\0", 10);
   auto expect = [&](const std::string& idx, const std::string& bin_bytes, const std::string& what) {
@@ -254,7 +243,7 @@ TEST_CASE("data: a corrupt or missing dataset is a UserError naming the file") {
 }
 
 TEST_CASE("loader: unshuffled samples are the stream's windows in file order") {
-  DataTempDir tmp("loader_windows");
+  test::TempDir tmp("loader_windows");
   Documents docs = distinct_documents({5, 1, 9, 3, 12}, 100);
   write_dataset(tmp.str("a"), docs, 257);
   std::vector<int32_t> stream;
@@ -275,7 +264,7 @@ TEST_CASE("loader: unshuffled samples are the stream's windows in file order") {
 }
 
 TEST_CASE("loader: shuffling is seeded, covers every sample once per epoch, and reshuffles") {
-  DataTempDir tmp("loader_shuffle");
+  test::TempDir tmp("loader_shuffle");
   const int64_t seq_len = 8;
   // 401 distinct tokens = 50 samples * 8 + 1, so an epoch's inputs are every token but the
   // stream's last, exactly once, whatever the document order.
@@ -307,7 +296,7 @@ TEST_CASE("loader: shuffling is seeded, covers every sample once per epoch, and 
 }
 
 TEST_CASE("loader: set_position resumes exactly where an uninterrupted loader would be") {
-  DataTempDir tmp("loader_resume");
+  test::TempDir tmp("loader_resume");
   write_dataset(tmp.str("a"), distinct_documents({30, 7, 19, 40, 11}, 0), 1000);
   write_dataset(tmp.str("b"), distinct_documents({13, 50, 9}, 500), 1000);
   DataConfig config = config_for({{tmp.str("a"), 2.0}, {tmp.str("b"), 1.0}}, 6, true);
@@ -326,7 +315,7 @@ TEST_CASE("loader: set_position resumes exactly where an uninterrupted loader wo
 }
 
 TEST_CASE("loader: blending follows the weights exactly") {
-  DataTempDir tmp("loader_blend");
+  test::TempDir tmp("loader_blend");
   std::vector<DataSource> sources;
   for (int s = 0; s < 3; ++s) {
     sources.push_back({tmp.str(fmt::format("s{}", s)), std::vector<double>{5, 3, 2}[s]});
@@ -346,7 +335,7 @@ TEST_CASE("loader: blending follows the weights exactly") {
 }
 
 TEST_CASE("loader: the validation split holds out the last documents, disjoint from training") {
-  DataTempDir tmp("loader_valid");
+  test::TempDir tmp("loader_valid");
   write_dataset(tmp.str("a"), distinct_documents({20, 20, 20, 20, 20, 20, 20, 20, 15, 25}, 0),
                 1000);
   DataConfig config = config_for({{tmp.str("a"), 1.0}}, 4, true, 0.2);
@@ -379,7 +368,7 @@ TEST_CASE("loader: the validation split holds out the last documents, disjoint f
 }
 
 TEST_CASE("data: prepare reads directories, .gz and JSONL in order and skips binary files") {
-  DataTempDir tmp("data_prepare");
+  test::TempDir tmp("data_prepare");
   fs::create_directories(tmp.str("in/sub"));
   write_bytes(tmp.str("in/b.txt"), "bee\n");
   write_bytes(tmp.str("in/a.txt"), "ay");
@@ -424,7 +413,7 @@ TEST_CASE("data: prepare reads directories, .gz and JSONL in order and skips bin
 }
 
 TEST_CASE("data: prepare is byte-identical for 1 and 2 threads and holds a bounded batch queue") {
-  DataTempDir tmp("data_prepare_threads");
+  test::TempDir tmp("data_prepare_threads");
   std::mt19937 rng(11);
   auto random_text = [&](size_t length) {
     std::string text;
@@ -474,7 +463,7 @@ TEST_CASE("data: prepare is byte-identical for 1 and 2 threads and holds a bound
 }
 
 TEST_CASE("data: prepare with a tokenizer.json writes BOS text EOS and reads back per document") {
-  DataTempDir tmp("data_prepare_bpe");
+  test::TempDir tmp("data_prepare_bpe");
   std::string corpus;
   for (int i = 0; i < 300; ++i)
     corpus += fmt::format("the token {} of the corpus, naïve 中文\n", i);

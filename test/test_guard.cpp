@@ -6,6 +6,7 @@
 #include "core/train/guard.h"
 #include "core/train/run_log.h"
 #include "test/tiny_model.h"
+#include "temp_dir.h"
 
 #include <doctest/doctest.h>
 #include <fmt/format.h>
@@ -24,21 +25,12 @@ namespace {
 
 // A run directory of its own, with the rows RunLog wrote to metrics.jsonl.
 struct LogDir {
-  fs::path path;
-  std::optional<RunLog> log;
-  explicit LogDir(const char* name)
-      : path(fs::temp_directory_path() / fmt::format("sigma_test_{}_{}", name, ::getpid())) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-    log.emplace(path.string(), -1);
-  }
-  ~LogDir() {
-    log.reset();
-    fs::remove_all(path);
-  }
+  test::TempDir dir;
+  std::optional<RunLog> log;  // declared after dir: its files close before dir is removed
+  explicit LogDir(const char* name) : dir(name) { log.emplace(dir.str(), -1); }
   std::vector<nlohmann::json> events() const {
     std::vector<nlohmann::json> rows;
-    std::ifstream in(path / "metrics.jsonl");
+    std::ifstream in(dir.path / "metrics.jsonl");
     for (std::string line; std::getline(in, line);) {
       nlohmann::json row = nlohmann::json::parse(line);
       if (row.contains("event")) rows.push_back(row);

@@ -5,34 +5,17 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <zlib.h>
 
-#include <array>
 #include <cerrno>
 #include <cstring>
 #include <vector>
 
 namespace sigma {
-namespace {
-
-constexpr std::array<uint32_t, 256> make_table() {
-  std::array<uint32_t, 256> table{};
-  for (uint32_t i = 0; i < 256; ++i) {
-    uint32_t c = i;
-    for (int bit = 0; bit < 8; ++bit) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-    table[i] = c;
-  }
-  return table;
-}
-
-constexpr std::array<uint32_t, 256> kTable = make_table();
-
-}  // namespace
 
 uint32_t crc32_update(uint32_t crc, const void* data, size_t size) {
-  const auto* bytes = static_cast<const unsigned char*>(data);
-  uint32_t c = ~crc;
-  for (size_t i = 0; i < size; ++i) c = kTable[(c ^ bytes[i]) & 0xFF] ^ (c >> 8);
-  return ~c;
+  // zlib's CRC-32 (the one PNG uses too, core/report/png.cpp) takes z_size_t lengths.
+  return uint32_t(::crc32_z(crc, static_cast<const Bytef*>(data), size));
 }
 
 FileDigest digest_file(const std::string& path) {

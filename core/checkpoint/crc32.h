@@ -1,8 +1,7 @@
 // CRC-32 (IEEE 802.3, the polynomial of zlib, gzip and PNG) of memory and of whole files.
 //
 // Checkpoints store one per rank file so a corrupt or truncated file is caught before it
-// is loaded. Table-driven, one byte per step: simple rather than fast (about 0.5-1 GB/s);
-// leaves out slicing-by-8 and hardware CRC instructions.
+// is loaded. zlib computes it (already a dependency: PNG output).
 #pragma once
 
 #include <cstddef>

@@ -4,6 +4,13 @@
 
 namespace sigma {
 
+ops::AdamWStep adamw_step(const OptimizerConfig& config, const ParamInfo& info, double lr,
+                          double grad_scale, int64_t step) {
+  bool decay = info.decay || config.decay_norms_and_embeddings;
+  return {lr,   config.beta1, config.beta2, config.eps, decay ? config.weight_decay : 0.0,
+          step, grad_scale};
+}
+
 AdamW::AdamW(const OptimizerConfig& config, ParameterSet& params)
     : config_(config), params_(params), moments_(params.values().device()) {
   for (int pass = 0; pass < 2; ++pass) {
@@ -21,11 +28,9 @@ void AdamW::step(double lr, double grad_scale, int64_t step) {
   const std::vector<ParamInfo>& list = params_.list();
   for (size_t i = 0; i < list.size(); ++i) {
     const ParamInfo& info = list[i];
-    bool decay = info.decay || config_.decay_norms_and_embeddings;
-    ops::AdamWStep s{lr,           config_.beta1, config_.beta2, config_.eps,
-                     decay ? config_.weight_decay : 0.0, step, grad_scale};
     // The bf16 compute copy (CUDA) is rewritten in the same pass.
-    ops::adamw_update(info.param.value, info.param.grad, m_[i], v_[i], s, info.param.weight);
+    ops::adamw_update(info.param.value, info.param.grad, m_[i], v_[i],
+                      adamw_step(config_, info, lr, grad_scale, step), info.param.weight);
   }
 }
 

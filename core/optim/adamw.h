@@ -5,11 +5,18 @@
 #pragma once
 
 #include "core/optim/config.h"
+#include "kernels/ops.h"
 #include "models/parameters.h"
 
 #include <vector>
 
 namespace sigma {
+
+// The update of one parameter: the config's hyperparameters, weight decay where the parameter
+// decays (ParamInfo::decay, or every tensor with decay_norms_and_embeddings). Shared by AdamW
+// and the sharded optimizer of data parallelism (core/train/data_parallel.h).
+ops::AdamWStep adamw_step(const OptimizerConfig& config, const ParamInfo& info, double lr,
+                          double grad_scale, int64_t step);
 
 class AdamW {
  public:

@@ -2,6 +2,7 @@
 // AdamW on this rank's shards, all-gather of the updated weights.
 #include "core/train/data_parallel.h"
 
+#include "core/optim/adamw.h"
 #include "kernels/ops.h"
 
 #include <fmt/format.h>
@@ -154,31 +155,13 @@ double DataParallel::finish_gradients() {
 
 void DataParallel::step(double lr, double grad_scale, int64_t step) {
   Tensor values = params_.values().whole(DType::kF32);
-  const std::vector<ParamInfo>& list = params_.list();
-  for (const Bucket& bucket : plan_.buckets) {
-    int r = rank_in(bucket);
-    int64_t begin = bucket.shard_begin(r), end = bucket.shard_end(r);
-    for (const ParamSpan& span : bucket.params) {
-      RowRange rows = rows_within(span, begin, end);
-      if (rows.rows() == 0) continue;
-      const ParamInfo& info = list[span.index];
-      bool decay = info.decay || optimizer_.decay_norms_and_embeddings;
-      ops::AdamWStep s{lr,
-                       optimizer_.beta1,
-                       optimizer_.beta2,
-                       optimizer_.eps,
-                       decay ? optimizer_.weight_decay : 0.0,
-                       step,
-                       grad_scale};
-      int64_t lo = span.offset + rows.first * span.row_numel;
-      int64_t hi = span.offset + rows.last * span.row_numel;
-      int64_t at = bucket.shard_offset + (lo - begin);
-      int64_t n = hi - lo;
-      // Elementwise, so a shard's update equals those rows of the whole tensor's.
-      ops::adamw_update(elements(values, lo, hi), elements(reduced_, at, at + n),
-                        elements(m_, at, at + n), elements(v_, at, at + n), s);
-    }
-  }
+  for_each_owned([&](const ParamInfo& info, const ParamSpan& span, RowRange rows, int64_t at) {
+    int64_t lo = span.offset + rows.first * span.row_numel, n = rows.rows() * span.row_numel;
+    // Elementwise, so a shard's update equals those rows of the whole tensor's.
+    ops::adamw_update(elements(values, lo, lo + n), elements(reduced_, at, at + n),
+                      elements(m_, at, at + n), elements(v_, at, at + n),
+                      adamw_step(optimizer_, info, lr, grad_scale, step));
+  });
   gather_weights();
 }
 
@@ -227,27 +210,18 @@ std::vector<CheckpointTensor> DataParallel::checkpoint_tensors(
   std::vector<CheckpointTensor> tensors;
   for (const auto& [name, tensor] : state)
     tensors.push_back({"model/" + name, tensor, tensor.shape, 0});
-  const std::vector<ParamInfo>& list = params_.list();
-  for (const Bucket& bucket : plan_.buckets) {
-    int r = rank_in(bucket);
-    int64_t begin = bucket.shard_begin(r), end = bucket.shard_end(r);
-    for (const ParamSpan& span : bucket.params) {
-      RowRange rows = rows_within(span, begin, end);
-      if (rows.rows() == 0) continue;
-      const ParamInfo& info = list[span.index];
-      Shape local = info.shape;
-      local.dims[0] = rows.rows();
-      int64_t at = bucket.shard_offset + (span.offset + rows.first * span.row_numel - begin);
-      int64_t n = rows.rows() * span.row_numel;
-      int64_t row_offset = info.row_offset + rows.first;
-      tensors.push_back({"model/" + info.name, info.param.value.slice_rows(rows.first, rows.last),
-                         info.global_shape, row_offset});
-      tensors.push_back({"optim/m/" + info.name, elements(m_, at, at + n).view(local),
-                         info.global_shape, row_offset});
-      tensors.push_back({"optim/v/" + info.name, elements(v_, at, at + n).view(local),
-                         info.global_shape, row_offset});
-    }
-  }
+  for_each_owned([&](const ParamInfo& info, const ParamSpan& span, RowRange rows, int64_t at) {
+    Shape local = info.shape;
+    local.dims[0] = rows.rows();
+    int64_t n = rows.rows() * span.row_numel;
+    int64_t row_offset = info.row_offset + rows.first;
+    tensors.push_back({"model/" + info.name, info.param.value.slice_rows(rows.first, rows.last),
+                       info.global_shape, row_offset});
+    tensors.push_back({"optim/m/" + info.name, elements(m_, at, at + n).view(local),
+                       info.global_shape, row_offset});
+    tensors.push_back({"optim/v/" + info.name, elements(v_, at, at + n).view(local),
+                       info.global_shape, row_offset});
+  });
   return tensors;
 }
 

@@ -90,6 +90,22 @@ class DataParallel {
  private:
   ProcessGroup& group_of(const Bucket& bucket) const;
   int rank_in(const Bucket& bucket) const { return group_of(bucket).rank(); }
+  // Calls f(info, span, rows, at) for every parameter rows this rank owns: rows [first, last)
+  // of the parameter of `span`, whose first element sits at `at` in the shard buffers.
+  template <typename F>
+  void for_each_owned(F f) const {
+    const std::vector<ParamInfo>& list = params_.list();
+    for (const Bucket& bucket : plan_.buckets) {
+      int r = rank_in(bucket);
+      int64_t begin = bucket.shard_begin(r), end = bucket.shard_end(r);
+      for (const ParamSpan& span : bucket.params) {
+        RowRange rows = rows_within(span, begin, end);
+        if (rows.rows() == 0) continue;
+        f(list[span.index], span, rows,
+          bucket.shard_offset + span.offset + rows.first * span.row_numel - begin);
+      }
+    }
+  }
   void start_ready(int64_t finished_part);
   void start(size_t bucket);
   // A flat [begin, end) element range of an arena-layout tensor.
