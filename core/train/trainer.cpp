@@ -455,7 +455,7 @@ class Trainer {
     prepass_tokens_.clear();
     prepass_targets_.clear();
     if (moe_) prepare_moe_step(micro_batches, mine);
-    double loss_sum = 0, aux_sum = 0;
+    double loss_sum = 0;
     int64_t n = model.tokens_per_pass();
     for (int64_t i = 0; i < mine; ++i) {
       phase(fmt::format("step {}: micro-batch {}", progress_.step + 1, first + i + 1));
@@ -467,7 +467,6 @@ class Trainer {
       }
       engine_.load_inputs();
       loss_sum += model.forward(loss_scale);  // the LM head's backward fused in
-      aux_sum += model.aux_loss();
       if (engine_.parallel && i == mine - 1) engine_.parallel->arm_last_backward();
       model.backward(loss_scale);
     }
@@ -475,14 +474,11 @@ class Trainer {
     phase(fmt::format("step {}: gradient reduction and update", progress_.step + 1));
     if (engine_.parallel) {
       grad_norm_ = engine_.parallel->finish_gradients();
-      double sums[] = {loss_sum, aux_sum};
-      engine_.parallel->sum(sums);
-      loss_sum = sums[0], aux_sum = sums[1];
+      engine_.parallel->sum(std::span<double>(&loss_sum, 1));
     } else {
       // One pass over the whole gradient arena: one host synchronisation per step.
       grad_norm_ = std::sqrt(ops::sum_squares(engine_.params.grads().whole(DType::kF32)));
     }
-    aux_loss_ = aux_sum / double(micro_batches);
     double loss = loss_sum / double(step_tokens);
     // Loss and norm are the global batch's here, the same on every rank, so every rank skips
     // (or rolls back) together.
@@ -538,8 +534,10 @@ class Trainer {
   // The step's balance per MoE layer into `row` (models/moe/README.md, "Metrics"); returns
   // the console summary of the worst layer (the largest busiest-expert deviation).
   std::string log_moe_balance(nlohmann::json& row) {
-    row["aux_loss"] = aux_loss_;
     row["moe.phase"] = moe_phase_;
+    // The balancing losses of the step (every MoE layer's, summed over its forwards and, with
+    // data parallelism, its ranks), per micro-batch: read here, not after each forward.
+    double aux_sum = 0;
     int64_t worst = -1;
     double worst_max = 0, worst_min = 0;
     int64_t worst_idle = 0;
@@ -547,6 +545,7 @@ class Trainer {
       MoeLayer* layer = engine_.model.moe_layer(l);
       if (!layer) continue;
       const MoeStepStats& stats = layer->step_stats();
+      aux_sum += stats.aux_sum;
       LoadBalance balance = load_balance(stats.counts);
       double max_dev = balance.max_dev_pct, min_dev = balance.min_dev_pct;
       int64_t idle = balance.idle_experts;
@@ -565,8 +564,10 @@ class Trainer {
         worst_idle = idle;
       }
     }
+    double aux_loss = aux_sum / double(last_step_tokens_ / batches_.tokens_per_micro_batch());
+    row["aux_loss"] = aux_loss;
     return fmt::format(" | aux {:.4f} | worst layer {}: busiest {:+.0f}%, idlest {:+.0f}%, {} idle",
-                       aux_loss_, worst, worst_max, worst_min, worst_idle);
+                       aux_loss, worst, worst_max, worst_min, worst_idle);
   }
 
   void validate() {
@@ -654,7 +655,6 @@ class Trainer {
   int64_t last_step_tokens_ = 0;
   bool moe_ = recipe_.model.moe.enabled();
   int64_t moe_phase_ = -1;  // the sparsification phase in use; -1 before the first step
-  double aux_loss_ = 0;     // balancing losses of the last step, mean over micro-batches
   // The step's micro-batches as the routing pre-pass read them (empty without a pre-pass).
   std::vector<int32_t> prepass_tokens_, prepass_targets_;
   Guard guard_{recipe_.guard};
