@@ -8,6 +8,7 @@
 //         shapes, dtypes), sealed correctly, so the reader's own checks are what is fuzzed.
 // Rejection only as a UserError.
 #include "core/checkpoint/hdf5_file.h"
+#include "core/checkpoint/index_rows.h"
 #include "core/checkpoint/verify.h"
 #include "core/error.h"
 #include "fuzz/scratch.h"
@@ -20,6 +21,8 @@
 namespace {
 
 namespace h5 = sigma::h5;
+using sigma::RankFileRow;
+using sigma::SliceRow;
 
 // The input read front to back; past its end every byte reads as 0.
 class Bytes {
@@ -49,34 +52,19 @@ class Bytes {
   size_t size_, at_ = 0;
 };
 
-struct RankRow {
-  int32_t rank;
-  int64_t bytes;
-  uint32_t crc32;
-};
-
-struct SliceRow {
-  int32_t rank;
-  int64_t row_offset;
-  int64_t rows;
-};
-
 h5::Object rank_row_type(const std::string& file, int layout) {
   switch (layout) {
     case 0:
-      return h5::compound_type(file, sizeof(RankRow),
-                               {{"rank", offsetof(RankRow, rank), H5T_NATIVE_INT32},
-                                {"bytes", offsetof(RankRow, bytes), H5T_NATIVE_INT64},
-                                {"crc32", offsetof(RankRow, crc32), H5T_NATIVE_UINT32}});
+      return sigma::rank_file_row_type(file);
     case 1:  // no crc32
-      return h5::compound_type(file, sizeof(RankRow),
-                               {{"rank", offsetof(RankRow, rank), H5T_NATIVE_INT32},
-                                {"bytes", offsetof(RankRow, bytes), H5T_NATIVE_INT64}});
+      return h5::compound_type(file, sizeof(RankFileRow),
+                               {{"rank", offsetof(RankFileRow, rank), H5T_NATIVE_INT32},
+                                {"bytes", offsetof(RankFileRow, bytes), H5T_NATIVE_INT64}});
     default:  // narrower and wider fields than the reader's
-      return h5::compound_type(file, sizeof(RankRow),
-                               {{"rank", offsetof(RankRow, rank), H5T_NATIVE_INT8},
-                                {"bytes", offsetof(RankRow, bytes), H5T_NATIVE_UINT64},
-                                {"crc32", offsetof(RankRow, crc32), H5T_NATIVE_INT32}});
+      return h5::compound_type(file, sizeof(RankFileRow),
+                               {{"rank", offsetof(RankFileRow, rank), H5T_NATIVE_INT8},
+                                {"bytes", offsetof(RankFileRow, bytes), H5T_NATIVE_UINT64},
+                                {"crc32", offsetof(RankFileRow, crc32), H5T_NATIVE_INT32}});
   }
 }
 
@@ -86,18 +74,15 @@ void write_structured_index(const std::string& path, Bytes& in) {
   if (in.bit()) h5::set_int(file, "step", in.integer(8));
   if (in.bit()) h5::set_int(file, "world_size", in.integer(1));
   if (in.bit()) h5::set_string(file, "recipe", in.text(40));
-  std::vector<RankRow> ranks(in.u8() % 5);
-  for (RankRow& row : ranks) row = {int32_t(in.integer(1)), in.integer(4), uint32_t(in.integer(4))};
+  std::vector<RankFileRow> ranks(in.u8() % 5);
+  for (RankFileRow& row : ranks)
+    row = {int32_t(in.integer(1)), in.integer(4), uint32_t(in.integer(4))};
   int layout = in.u8() % 3;
   if (in.bit()) {
     h5::Object type = rank_row_type(path, layout);
     h5::write_table(file, "rank_files", type, ranks.size(), ranks.data()).close();
   }
-  h5::Object slice_type =
-      h5::compound_type(path, sizeof(SliceRow),
-                        {{"rank", offsetof(SliceRow, rank), H5T_NATIVE_INT32},
-                         {"row_offset", offsetof(SliceRow, row_offset), H5T_NATIVE_INT64},
-                         {"rows", offsetof(SliceRow, rows), H5T_NATIVE_INT64}});
+  h5::Object slice_type = sigma::slice_row_type(path);
   for (int t = in.u8() % 4; t > 0; --t) {
     int pick = in.u8() % 3;
     std::string name = pick == 0 ? "model/w" : pick == 1 ? "optim/m/w" : in.text(12);

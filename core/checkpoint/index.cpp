@@ -2,6 +2,7 @@
 #include "core/checkpoint/index.h"
 
 #include "core/checkpoint/durable_fs.h"
+#include "core/checkpoint/index_rows.h"
 #include "core/checkpoint/layout.h"
 #include "core/error.h"
 
@@ -10,23 +11,6 @@
 #include <map>
 
 namespace sigma {
-namespace {
-
-constexpr char kTensorsGroup[] = "tensors";
-constexpr char kRankFilesTable[] = "rank_files";
-
-// Table rows as they are in memory; HDF5 matches fields by name when reading.
-struct RankFileRow {
-  int32_t rank;
-  int64_t bytes;
-  uint32_t crc32;
-};
-
-struct SliceRow {
-  int32_t rank;
-  int64_t row_offset;
-  int64_t rows;
-};
 
 h5::Object rank_file_row_type(const std::string& file) {
   return h5::compound_type(file, sizeof(RankFileRow),
@@ -41,6 +25,11 @@ h5::Object slice_row_type(const std::string& file) {
                             {"row_offset", offsetof(SliceRow, row_offset), H5T_NATIVE_INT64},
                             {"rows", offsetof(SliceRow, rows), H5T_NATIVE_INT64}});
 }
+
+namespace {
+
+constexpr char kTensorsGroup[] = "tensors";
+constexpr char kRankFilesTable[] = "rank_files";
 
 struct MergedTensor {
   Shape global_shape;
