@@ -76,10 +76,10 @@ void print_info(const Recipe& recipe) {
   auto print_total = [](const std::map<std::string, size_t>& categories) {
     size_t total = 0;
     for (const auto& [category, bytes] : categories) {
-      fmt::print("  {:<18} {:>12}\n", category, human_bytes(double(bytes)));
+      fmt::print("  {:<24} {:>12}\n", category, human_bytes(double(bytes)));
       total += bytes;
     }
-    fmt::print("  {:<18} {:>12}\n", "total", human_bytes(double(total)));
+    fmt::print("  {:<24} {:>12}\n", "total", human_bytes(double(total)));
   };
   // The checkpoint writer's host snapshot of the state (fp32 weights and moments,
   // core/checkpoint/async_writer.h): made from a GPU always, on the CPU when writes are async.

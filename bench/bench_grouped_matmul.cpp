@@ -6,7 +6,8 @@
 // Each pass is first checked against a per-expert loop of plain matmuls (ops::matmul_*,
 // cuBLASLt) on the same data, then timed: medians of CUDA-event times over many launches.
 // The input grad is timed as backward with d_inp minus backward without it. FLOPs per pass
-// are 2 R D O; the weight grad also moves 2 x 4 E O D bytes (its fp32 read-add-write).
+// are 2 R D O; the weight grad also moves 2 x 4 E O D bytes (its fp32 read-add-write), or
+// 4 E O D when it overwrites the gradient (ops::GradWrite::kOverwrite, a step's first pass).
 #include "core/random.h"
 #include "core/tensor/tensor.h"
 #include "kernels/cuda/runtime.h"
@@ -152,6 +153,9 @@ void run_case(int64_t tokens, int64_t top_k) {
   double fwd = time_ms([&] { ops::grouped_matmul_forward(y, x, w, tpe); });
   double bwd = time_ms([&] { ops::grouped_matmul_backward(dx, dw, dy, x, w, tpe); });
   double wgrad = time_ms([&] { ops::grouped_matmul_backward(Tensor{}, dw, dy, x, w, tpe); });
+  double wgrad_over = time_ms([&] {
+    ops::grouped_matmul_backward(Tensor{}, dw, dy, x, w, tpe, ops::GradWrite::kOverwrite);
+  });
   double loop = time_ms([&] { per_expert(false); }, 10);
   auto tflops = [&](double ms) { return flops / ms / 1e9; };
 
@@ -168,9 +172,11 @@ void run_case(int64_t tokens, int64_t top_k) {
   row("grouped forward", fwd);
   row("grouped input grad (bwd - wgrad)", bwd - wgrad);
   row("grouped weight grad", wgrad);
+  row("grouped weight grad, overwriting", wgrad_over);
   row("per-expert cuBLASLt loop, forward", loop);
-  fmt::print("  weight grad fp32 read-add-write: {:.0f} GB/s\n",
-             2.0 * 4 * kExperts * kOut * kIn / wgrad / 1e6);
+  fmt::print("  weight grad fp32 read-add-write: {:.0f} GB/s; overwrite: {:.0f} GB/s\n",
+             2.0 * 4 * kExperts * kOut * kIn / wgrad / 1e6,
+             4.0 * kExperts * kOut * kIn / wgrad_over / 1e6);
 }
 
 }  // namespace

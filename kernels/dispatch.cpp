@@ -169,7 +169,8 @@ void matmul_forward(Tensor out, Tensor inp, Tensor weight) {
   SIGMA_ROUTE(c.device(), matmul_forward, out, inp, weight);
 }
 
-void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight) {
+void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                     GradWrite write) {
   Check c("matmul_backward", {d_inp, d_weight, d_out, inp, weight});
   c.matmul({d_out, "d_out"}, inp, weight);
   c.dtype({{d_weight, "d_weight"}}, DType::kF32);
@@ -178,7 +179,7 @@ void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Te
     c.activations({{d_inp, "d_inp"}});
     c.numel({{d_inp, "d_inp"}}, inp.numel());
   }
-  SIGMA_ROUTE(c.device(), matmul_backward, d_inp, d_weight, d_out, inp, weight);
+  SIGMA_ROUTE(c.device(), matmul_backward, d_inp, d_weight, d_out, inp, weight, write);
 }
 
 void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) {
@@ -528,7 +529,7 @@ void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens
 }
 
 void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
-                             Tensor weight, Tensor tokens_per_expert) {
+                             Tensor weight, Tensor tokens_per_expert, GradWrite write) {
   Check c("grouped_matmul_backward", {d_inp, d_weight, d_out, inp, weight, tokens_per_expert});
   check_grouped_matmul(c, {d_out, "d_out"}, inp, weight, tokens_per_expert);
   c.dtype({{d_weight, "d_weight"}}, DType::kF32);
@@ -539,7 +540,7 @@ void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor
     c.shape({d_inp, "d_inp"}, inp.shape);
   }
   SIGMA_ROUTE(c.device(), grouped_matmul_backward, d_inp, d_weight, d_out, inp, weight,
-              tokens_per_expert);
+              tokens_per_expert, write);
 }
 
 }  // namespace sigma::ops

@@ -6,7 +6,9 @@
 //   - Shapes are row-major. N = tokens in the micro-batch (B*T), D = d_model.
 //   - Forward ops overwrite their outputs.
 //   - Backward ops overwrite input gradients (d_inp) and ACCUMULATE (+=) parameter gradients
-//     (d_weight), so gradient accumulation over micro-batches needs no extra buffer.
+//     (d_weight), so gradient accumulation over micro-batches needs no extra buffer. The ops
+//     that write the large parameter gradients (matmul, grouped_matmul) can overwrite them
+//     instead (GradWrite), so a step's first micro-batch needs no zeroed gradient to add to.
 //   - An input gradient tensor may be left undefined (data == nullptr) to skip computing it.
 #pragma once
 
@@ -15,6 +17,12 @@
 #include <cstdint>
 
 namespace sigma::ops {
+
+// How a backward op writes a parameter gradient: kAccumulate adds (d_weight +=), kOverwrite
+// replaces whatever d_weight held (d_weight =). Overwriting saves zeroing the gradient and
+// reading it back: for the sigma-moe-tiny-8L bench the expert gradients alone are 11 GB a
+// step (models/parameters.h, ParameterSet::mark_gradients_stale).
+enum class GradWrite { kAccumulate, kOverwrite };
 
 // --- embedding -----------------------------------------------------------------------
 // out[n, :] = weight[tokens[n], :].   out [N, D], tokens i32 [N], weight [V, D].
@@ -25,8 +33,10 @@ void embedding_backward(Tensor d_weight, Tensor d_out, Tensor tokens);
 // --- matmul (a bias-free Linear) ---------------------------------------------------------
 // out = inp @ weight^T.   out [N, O], inp [N, I], weight [O, I] (HF's [out, in] layout).
 void matmul_forward(Tensor out, Tensor inp, Tensor weight);
-// d_inp = d_out @ weight (overwrite; skipped if undefined); d_weight += d_out^T @ inp.
-void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight);
+// d_inp = d_out @ weight (overwrite; skipped if undefined); d_weight += d_out^T @ inp (= with
+// GradWrite::kOverwrite).
+void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                     GradWrite write = GradWrite::kAccumulate);
 
 // --- RMSNorm over the last dimension ------------------------------------------------------
 // out = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps).
@@ -175,8 +185,10 @@ void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor i
 // tokens_per_expert i32 [E], read on the device (no host synchronisation).
 void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens_per_expert);
 // d_inp (overwrite, skipped if undefined) = d_out @ weight[e] per group;
-// d_weight[e] (f32, +=) += d_out_e^T @ inp_e. An expert with no rows leaves d_weight[e] as it is.
+// d_weight[e] (f32) += d_out_e^T @ inp_e. An expert with no rows leaves d_weight[e] as it is;
+// with GradWrite::kOverwrite, d_weight[e] = d_out_e^T @ inp_e, zero for an expert with no rows.
 void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
-                             Tensor weight, Tensor tokens_per_expert);
+                             Tensor weight, Tensor tokens_per_expert,
+                             GradWrite write = GradWrite::kAccumulate);
 
 }  // namespace sigma::ops

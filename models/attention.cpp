@@ -122,7 +122,7 @@ void Attention::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, Tensor pos
   const AttentionConfig& a = config_.attention;
   float theta = float(config_.rope_theta);
   int64_t b = batch_, t = seq_len_;
-  ops::matmul_backward(g.d_y_NO, p_.o_proj.grad, d_out_ND, a_.y_NO, p_.o_proj.weight);
+  linear_backward(g.d_y_NO, p_.o_proj, d_out_ND, a_.y_NO);
   ops::attention_backward(heads(g.d_q1_NQ, b, t, a.n_q, a.d_qk), heads(g.d_k1_NK, b, t, a.n_k, a.d_qk),
                           heads(g.d_v_NV, b, t, a.n_v, a.d_v), heads(g.d_y_NO, b, t, a.n_q, a.d_v),
                           heads(a_.qrope_NQ, b, t, a.n_q, a.d_qk),
@@ -136,10 +136,10 @@ void Attention::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, Tensor pos
   Tensor d_q = g.d_q2_NQ, d_k = g.d_k2_NK;
   Tensor q_in = a.d_augq > 0 ? a_.qaug_NQ : a_.q_NQ;
   if (a.qk_norm) {
-    ops::rmsnorm_backward(head_rows(g.d_q1_NQ, a.n_q, a.d_qk), p_.q_norm.grad,
+    ops::rmsnorm_backward(head_rows(g.d_q1_NQ, a.n_q, a.d_qk), accumulating_grad(p_.q_norm),
                           head_rows(d_q, a.n_q, a.d_qk), head_rows(q_in, a.n_q, a.d_qk),
                           p_.q_norm.weight, a_.qrstd_N);
-    ops::rmsnorm_backward(head_rows(g.d_k1_NK, a.n_k, a.d_qk), p_.k_norm.grad,
+    ops::rmsnorm_backward(head_rows(g.d_k1_NK, a.n_k, a.d_qk), accumulating_grad(p_.k_norm),
                           head_rows(d_k, a.n_k, a.d_qk), head_rows(a_.k_NK, a.n_k, a.d_qk),
                           p_.k_norm.weight, a_.krstd_N);
     d_q = g.d_q1_NQ;
@@ -148,18 +148,18 @@ void Attention::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, Tensor pos
   if (a.d_augq > 0) {
     // q feeds both q_gate_proj and q_up_proj, so its gradient is the sum of the two.
     Tensor d_qa = d_q.data == g.d_q1_NQ.data ? g.d_q2_NQ : g.d_q1_NQ;
-    ops::matmul_backward(g.d_act_NA, p_.q_down_proj.grad, d_q, a_.act_NA, p_.q_down_proj.weight);
+    linear_backward(g.d_act_NA, p_.q_down_proj, d_q, a_.act_NA);
     ops::swiglu_backward(g.d_gate_NA, g.d_up_NA, g.d_act_NA, a_.gate_NA, a_.up_NA);
-    ops::matmul_backward(d_qa, p_.q_gate_proj.grad, g.d_gate_NA, a_.q_NQ, p_.q_gate_proj.weight);
-    ops::matmul_backward(g.d_q3_NQ, p_.q_up_proj.grad, g.d_up_NA, a_.q_NQ, p_.q_up_proj.weight);
+    linear_backward(d_qa, p_.q_gate_proj, g.d_gate_NA, a_.q_NQ);
+    linear_backward(g.d_q3_NQ, p_.q_up_proj, g.d_up_NA, a_.q_NQ);
     ops::add(d_qa, d_qa, g.d_q3_NQ);
     d_q = d_qa;
   }
   // h feeds q_proj, k_proj and v_proj: d_h is the sum of their three input gradients.
-  ops::matmul_backward(d_h_ND, p_.q_proj.grad, d_q, h_ND, p_.q_proj.weight);
-  ops::matmul_backward(g.d_tmp_ND, p_.k_proj.grad, d_k, h_ND, p_.k_proj.weight);
+  linear_backward(d_h_ND, p_.q_proj, d_q, h_ND);
+  linear_backward(g.d_tmp_ND, p_.k_proj, d_k, h_ND);
   ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
-  ops::matmul_backward(g.d_tmp_ND, p_.v_proj.grad, g.d_v_NV, h_ND, p_.v_proj.weight);
+  linear_backward(g.d_tmp_ND, p_.v_proj, g.d_v_NV, h_ND);
   ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
 }
 

@@ -109,10 +109,13 @@ void Decoder::layout_pass(Arena& arena, Pass& p) {
   // fp32 logits from bf16 operands on CUDA (fp32 accumulation), as the trainer's LM head.
   p.logits_NV = take({n, config_.vocab_size}, DType::kF32);
   for (int64_t l = 0; l < config_.n_layers; ++l) {
-    if (p.moe[size_t(l)])
+    if (p.moe[size_t(l)]) {
       p.moe[size_t(l)]->layout_acts(arena, acts);
-    else
+      p.moe[size_t(l)]->layout_scratch(arena, acts);
+    } else {
       p.mlp[size_t(l)]->layout_acts(arena, acts);
+      p.mlp[size_t(l)]->layout_scratch(arena, acts);
+    }
   }
 }
 

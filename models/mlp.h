@@ -20,12 +20,16 @@ class Mlp {
       : config_(config), tokens_(tokens), width_(width) {}
 
   void bind_params(ParameterSet& params, const std::string& prefix);
+  // What backward reads: the gate and up projections.
   void layout_acts(Arena& arena, const std::string& category);
+  // The SwiGLU product silu(gate) * up, which down_proj reads in forward and backward
+  // recomputes: blocks that never run at the same time can be given one buffer.
+  void layout_scratch(Arena& arena, const std::string& category);
   static MlpGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
                                int64_t width);
 
   void forward(Tensor out_ND, Tensor h_ND);
-  // d_h_ND (overwrite) from d_out_ND; parameter gradients accumulate.
+  // d_h_ND (overwrite) from d_out_ND; parameter gradients as take_grad_write says.
   void backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MlpGrads& scratch);
 
  private:

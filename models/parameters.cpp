@@ -4,6 +4,9 @@
 #include "kernels/device.h"
 #include "kernels/ops.h"
 
+#include <algorithm>
+#include <cstring>
+
 namespace sigma {
 
 Param ParameterSet::add(const std::string& name, Shape shape, ParamInit init, double init_std,
@@ -21,6 +24,7 @@ Param ParameterSet::add(const std::string& name, Shape shape, ParamInit init, do
   } else {
     SIGMA_CHECK(cursor_ < params_.size() && params_[cursor_].name == name,
                 "binding pass diverged from planning at {}", name);
+    p.grad_stale = &grad_stale_[cursor_];
     params_[cursor_++].param = p;
   }
   return p;
@@ -29,8 +33,44 @@ Param ParameterSet::add(const std::string& name, Shape shape, ParamInit init, do
 void ParameterSet::allocate() {
   values_.allocate();
   if (separate_weights()) weights_.allocate();
-  grads_.allocate();
+  grads_.allocate();  // zeroed
+  grad_stale_ = std::make_unique<bool[]>(params_.size());  // all false
   cursor_ = 0;
+}
+
+void ParameterSet::zero_grads() {
+  grads_.zero();
+  std::fill_n(grad_stale_.get(), params_.size(), false);
+}
+
+void ParameterSet::mark_gradients_stale() {
+  std::fill_n(grad_stale_.get(), params_.size(), true);
+}
+
+void ParameterSet::zero_stale_gradients() {
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (grad_stale_[i]) accumulating_grad(params_[i].param);
+}
+
+ops::GradWrite take_grad_write(const Param& p) {
+  if (!*p.grad_stale) return ops::GradWrite::kAccumulate;
+  *p.grad_stale = false;
+  return ops::GradWrite::kOverwrite;
+}
+
+void linear_backward(Tensor d_inp, const Param& p, Tensor d_out, Tensor inp) {
+  ops::matmul_backward(d_inp, p.grad, d_out, inp, p.weight, take_grad_write(p));
+}
+
+Tensor accumulating_grad(const Param& p) {
+  if (*p.grad_stale) {
+    if (p.grad.device == Device::kCpu)
+      std::memset(p.grad.data, 0, p.grad.bytes());
+    else
+      device::zero(p.grad.data, p.grad.bytes());
+    *p.grad_stale = false;
+  }
+  return p.grad;
 }
 
 void ParameterSet::rebind() {

@@ -7,8 +7,10 @@
 #pragma once
 
 #include "core/tensor/arena.h"
+#include "kernels/ops.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,7 +25,20 @@ struct Param {
   Tensor value;
   Tensor weight;
   Tensor grad;
+  // True while grad still holds an earlier step's values (ParameterSet::mark_gradients_stale),
+  // so the next op that writes it must overwrite it. Null until the binding pass.
+  bool* grad_stale = nullptr;
 };
+
+// How the next backward op writing p's gradient must write it: kOverwrite the first time after
+// ParameterSet::mark_gradients_stale, kAccumulate from then on.
+ops::GradWrite take_grad_write(const Param& p);
+// p's gradient for an op that can only accumulate into it (embedding, RMSNorm): zeroed first
+// if it is stale.
+Tensor accumulating_grad(const Param& p);
+// The backward of a bias-free Linear with weight p (ops::matmul_backward): d_inp = d_out @ W
+// (skipped if undefined), and p's gradient written as take_grad_write says.
+void linear_backward(Tensor d_inp, const Param& p, Tensor d_out, Tensor inp);
 
 // Which rows of a whole tensor a rank holds: all of them, except for experts split over an
 // expert-parallel group, where a rank holds experts [row_offset, row_offset + shape[0]) of
@@ -66,7 +81,14 @@ class ParameterSet {
   // (seed, name), so adding a parameter never changes the others' initial values; a rank
   // holding some rows of a tensor gets the values those rows have in the whole tensor.
   void initialize(uint64_t seed);
-  void zero_grads() { grads_.zero(); }
+  void zero_grads();
+  // Starts a step's gradients without zeroing the arena: every gradient is marked stale, and
+  // the first backward op that writes it overwrites it (take_grad_write, accumulating_grad).
+  // For the sigma-moe-tiny-8L bench that saves 13 GB of memset and 11 GB of reading back a step.
+  void mark_gradients_stale();
+  // Zeroes the gradients nothing has written since mark_gradients_stale (a data-parallel rank
+  // with no micro-batch in a step), so the reduction and the norm see zeros, not old values.
+  void zero_stale_gradients();
   // Rewrites every compute weight from its master value (after init or a checkpoint load;
   // the optimizer keeps them in step afterwards). Nothing to do on the CPU.
   void refresh_weights();
@@ -84,6 +106,7 @@ class ParameterSet {
   Arena weights_;
   Arena grads_;
   std::vector<ParamInfo> params_;
+  std::unique_ptr<bool[]> grad_stale_;  // one flag per parameter, from allocate() on
   size_t cursor_ = 0;  // binding pass: index of the next parameter
 };
 

@@ -1,5 +1,6 @@
 // The grouped matmul over experts: the CPU reference against naive per-expert sums in double
-// (empty experts included, whose weight gradient must stay as it was), and the CUDA kernel
+// (empty experts included, whose weight gradient must stay as it was when it accumulates and
+// become zero when it is overwritten), and the CUDA kernel
 // against the CPU reference on bf16-rounded inputs, on shapes that leave partial tiles in
 // every dimension. Bounds (METHOD.md): fp32 against fp64 1e-5; bf16 outputs carry one
 // rounding (2^-9 relative) on top of fp32 sums, so 1e-2; fp32 weight gradients of bf16
@@ -114,6 +115,18 @@ TEST_CASE("grouped matmul: the CPU reference matches naive per-expert sums, empt
                                cpu_view(g.w, {g.experts, g.out, g.in}),
                                cpu_view(g.counts, {g.experts}));
   CHECK(dw_only == r.dw);
+
+  // Overwritten: what the gradient held (NaN here) is gone; experts with rows get the same
+  // sums as when added to zero, empty experts zero.
+  std::vector<float> from_zero(r.dw.size(), 0.0f), overwritten(r.dw.size(), NAN);
+  for (std::vector<float>* dw_v : {&from_zero, &overwritten})
+    ops::grouped_matmul_backward(Tensor{}, cpu_view(*dw_v, {g.experts, g.out, g.in}),
+                                 cpu_view(g.dy, {g.rows, g.out}), cpu_view(g.x, {g.rows, g.in}),
+                                 cpu_view(g.w, {g.experts, g.out, g.in}),
+                                 cpu_view(g.counts, {g.experts}),
+                                 dw_v == &from_zero ? ops::GradWrite::kAccumulate
+                                                    : ops::GradWrite::kOverwrite);
+  CHECK(overwritten == from_zero);
 }
 
 TEST_CASE("grouped matmul: CUDA matches the CPU, with empty experts and partial tiles") {
@@ -171,6 +184,22 @@ TEST_CASE("grouped matmul: CUDA matches the CPU, with empty experts and partial 
     ops::grouped_matmul_backward(Tensor{}, dw_again, dy, x, w, tpe);
     CHECK(test::to_host(y) == got.y);
     CHECK(test::to_host(dw_again) == got.dw);
+
+    // Overwriting a poisoned gradient gives the same sums minus the 0.5 they were added to,
+    // and zeros for the empty experts, every element written.
+    auto dw_over = test::poisoned({g.experts, g.out, g.in}, DType::kF32);
+    ops::grouped_matmul_backward(Tensor{}, dw_over, dy, x, w, tpe, ops::GradWrite::kOverwrite);
+    std::vector<float> over = test::to_host(dw_over), want_over = want.dw;
+    for (float& v : want_over) v -= 0.5f;
+    double err_over = rel_error(over, want_over);
+    MESSAGE("d_weight overwritten: rel error " << err_over);
+    CHECK(err_over < 2e-3);
+    for (int64_t e = 0; e < g.experts; ++e) {
+      if (g.counts[size_t(e)] != 0) continue;
+      bool zero = true;
+      for (int64_t k = 0; k < g.out * g.in; ++k) zero = zero && over[size_t(e * g.out * g.in + k)] == 0.0f;
+      CHECK_MESSAGE(zero, "the overwritten weight gradient of empty expert " << e << " is not zero");
+    }
   }
 }
 

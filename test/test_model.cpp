@@ -99,6 +99,14 @@ TEST_CASE("model: gradients accumulate over micro-batches") {
       CHECK(p.param.grad.f32()[i] == doctest::Approx(twice[k]).epsilon(1e-5));
 }
 
+TEST_CASE("model: a step's first pass overwrites stale gradients (untied AugQ, tied QK-norm)") {
+  for (const ModelConfig& c : {tiny_config(true, false, false), tiny_config(false, true, true)}) {
+    TinyModel m(c);
+    std::vector<float> from_zero = m.grads_of_two_passes_from_zero();
+    CHECK(m.grads_of_two_passes_from_stale() == from_zero);
+  }
+}
+
 TEST_CASE("model: initialisation is per-name deterministic") {
   ModelConfig c = tiny_config(true, false, false);
   TinyModel a(c), b(c);

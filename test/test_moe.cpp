@@ -221,6 +221,14 @@ TEST_CASE("moe: global-batch LBL over one micro-batch equals micro-batch LBL") {
   CHECK(global.grads() == micro.grads());
 }
 
+TEST_CASE("moe: a step's first pass overwrites stale gradients, those of idle experts too") {
+  ModelConfig c = tiny_moe(RouterScore::kSoftmax, true, 0);
+  c.moe.n_experts = 32;  // 10 tokens x top-3 at most: some experts get no token
+  test::TinyModel m(c);
+  std::vector<float> from_zero = m.grads_of_two_passes_from_zero();
+  CHECK(m.grads_of_two_passes_from_stale() == from_zero);
+}
+
 TEST_CASE("moe: a phase switch changes each layer's top-k and nothing else") {
   ModelConfig c = tiny_moe(RouterScore::kSoftmax, true, 0);
   CHECK(c.moe.phase_at(0, 10) == 0);

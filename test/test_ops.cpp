@@ -361,13 +361,20 @@ std::vector<float> minus(const std::vector<float>& after, const std::vector<floa
   return d;
 }
 
+// d_weight accumulates onto random values, or overwrites NaN (GradWrite::kOverwrite).
 double matmul_backward_error(Rng& rng, int64_t n, int64_t i, int64_t o, bool with_d_inp,
-                             MatmulSplit split) {
+                             MatmulSplit split,
+                             ops::GradWrite write = ops::GradWrite::kAccumulate) {
   auto x = randn(rng, n * i), w = randn(rng, o * i), g = randn(rng, n * o);
   std::vector<float> d_x(x.size(), kNaN), d_w0 = randn(rng, o * i), d_w = d_w0;
+  if (write == ops::GradWrite::kOverwrite) {
+    std::fill(d_w.begin(), d_w.end(), kNaN);
+    std::fill(d_w0.begin(), d_w0.end(), 0.0f);
+  }
   Tensor d_x_t = with_d_inp ? view(d_x, {n, i}) : Tensor{};
   BlasThreads blas(split);
-  ops::matmul_backward(d_x_t, view(d_w, {o, i}), view(g, {n, o}), view(x, {n, i}), view(w, {o, i}));
+  ops::matmul_backward(d_x_t, view(d_w, {o, i}), view(g, {n, o}), view(x, {n, i}), view(w, {o, i}),
+                       write);
   auto xd = cast<double>(x), wd = cast<double>(w);
   double err = rel_error(minus(d_w, d_w0), numeric_gradient(wd, [&](const std::vector<double>& p) {
                            return weighted_sum(g, naive_matmul(xd, p, n, i, o));
@@ -569,6 +576,16 @@ const std::vector<ParityRow>& parity_table() {
       {"matmul_backward", "N 6, I 4, O 9, no d_inp, OpenMP rows", M::kVsFiniteDifferences,
        fp32_sum_bound(6),
        gradient([](Rng& r) { return matmul_backward_error(r, 6, 4, 9, false, MatmulSplit::kOpenMp); })},
+      {"matmul_backward", "N 5, I 7, O 3, d_weight overwritten, OpenBLAS threads",
+       M::kVsFiniteDifferences, fp32_sum_bound(7), gradient([](Rng& r) {
+         return matmul_backward_error(r, 5, 7, 3, true, MatmulSplit::kOpenBlas,
+                                      ops::GradWrite::kOverwrite);
+       })},
+      {"matmul_backward", "N 5, I 7, O 3, d_weight overwritten, OpenMP rows",
+       M::kVsFiniteDifferences, fp32_sum_bound(7), gradient([](Rng& r) {
+         return matmul_backward_error(r, 5, 7, 3, true, MatmulSplit::kOpenMp,
+                                      ops::GradWrite::kOverwrite);
+       })},
       {"rmsnorm_backward", "R 4, C 9", M::kVsFiniteDifferences, fp32_sum_bound(9),
        gradient([](Rng& r) { return rmsnorm_backward_error(r, 4, 9); })},
       {"rope_backward", "N 3, H 2, d 8", M::kVsFiniteDifferences, fp32_sum_bound(2),

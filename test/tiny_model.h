@@ -54,6 +54,33 @@ struct TinyModel {
     return all;
   }
 
+  // Every gradient after two forward and backward passes that start from stale gradients
+  // (ParameterSet::mark_gradients_stale, as the trainer starts a step) holding NaN: each
+  // first write must overwrite them, so the result must equal two passes from zeroed ones.
+  std::vector<float> grads_of_two_passes_from_stale() {
+    Tensor all = params.grads().whole(DType::kF32);
+    std::vector<float> nan(size_t(all.numel()), NAN);
+    Buffer host(all.bytes(), Device::kCpu);
+    Tensor h = host.tensor(0, all.shape, DType::kF32);
+    std::copy(nan.begin(), nan.end(), h.f32());
+    device::copy(all, h);
+    params.mark_gradients_stale();
+    for (int pass = 0; pass < 2; ++pass) {
+      model.forward();
+      model.backward(0.5f);
+    }
+    params.zero_stale_gradients();
+    return grads();
+  }
+  std::vector<float> grads_of_two_passes_from_zero() {
+    params.zero_grads();
+    for (int pass = 0; pass < 2; ++pass) {
+      model.forward();
+      model.backward(0.5f);
+    }
+    return grads();
+  }
+
   ParameterSet params;
   Arena acts;
   Transformer model;

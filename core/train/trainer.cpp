@@ -451,7 +451,8 @@ class Trainer {
                                           : std::pair<int64_t, int64_t>(0, micro_batches);
     int64_t step_start = train_data_.position(), mine = last - first;
     train_data_.set_position(step_start + first * recipe_.train.micro_batch);
-    engine_.params.zero_grads();
+    // The first micro-batch overwrites the gradients instead of adding to zeroed ones.
+    engine_.params.mark_gradients_stale();
     prepass_tokens_.clear();
     prepass_targets_.clear();
     if (moe_) prepare_moe_step(micro_batches, mine);
@@ -470,6 +471,7 @@ class Trainer {
       if (engine_.parallel && i == mine - 1) engine_.parallel->arm_last_backward();
       model.backward(loss_scale);
     }
+    engine_.params.zero_stale_gradients();
     train_data_.set_position(step_start + micro_batches * recipe_.train.micro_batch);
     phase(fmt::format("step {}: gradient reduction and update", progress_.step + 1));
     if (engine_.parallel) {

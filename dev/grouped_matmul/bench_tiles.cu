@@ -88,7 +88,7 @@ void run_shape(const char* name, Tensor x, Tensor w, Tensor dy, Tensor tpe, Tens
   Device2 y(y_ref.shape, DType::kBF16), dx(dx_ref.shape, DType::kBF16),
       dw(dw_ref.shape, DType::kF32);
   cuda::forward_with<T>(y.t, x, w, tpe);
-  cuda::backward_with<T>(dx.t, dw.t, dy, x, w, tpe);
+  cuda::backward_with<T>(dx.t, dw.t, dy, x, w, tpe, ops::GradWrite::kAccumulate);
   double ey = rel_error(y.t, y_ref), edx = rel_error(dx.t, dx_ref), edw = rel_error(dw.t, dw_ref);
   std::printf("  %-7s errors out %.1e d_inp %.1e d_weight %.1e", name, ey, edx, edw);
   if (!timed) {
@@ -97,8 +97,8 @@ void run_shape(const char* name, Tensor x, Tensor w, Tensor dy, Tensor tpe, Tens
   }
   double flops = 2.0 * double(x.size(0)) * x.size(1) * y.t.size(1);
   double fwd = median_ms([&] { cuda::forward_with<T>(y.t, x, w, tpe); });
-  double bwd = median_ms([&] { cuda::backward_with<T>(dx.t, dw.t, dy, x, w, tpe); });
-  double wgrad = median_ms([&] { cuda::backward_with<T>(Tensor{}, dw.t, dy, x, w, tpe); });
+  double bwd = median_ms([&] { cuda::backward_with<T>(dx.t, dw.t, dy, x, w, tpe, ops::GradWrite::kAccumulate); });
+  double wgrad = median_ms([&] { cuda::backward_with<T>(Tensor{}, dw.t, dy, x, w, tpe, ops::GradWrite::kAccumulate); });
   std::printf(" | fwd %.3f ms %4.0f TF | dX %.3f ms %4.0f TF | dW %.3f ms %4.0f TF\n", fwd,
               flops / fwd / 1e9, bwd - wgrad, flops / (bwd - wgrad) / 1e9, wgrad,
               flops / wgrad / 1e9);

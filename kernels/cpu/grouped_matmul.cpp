@@ -5,6 +5,7 @@
 // counts are read here on the host; the CUDA twin reads them on the device instead.
 #include "kernels/cpu/cpu_ops.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -42,14 +43,18 @@ void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens
 }
 
 void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
-                             Tensor weight, Tensor tokens_per_expert) {
+                             Tensor weight, Tensor tokens_per_expert, GradWrite write) {
   std::vector<int64_t> begin = group_begins(tokens_per_expert, inp.size(0));
   for (int64_t e = 0; e < weight.size(0); ++e) {
     int64_t b = begin[size_t(e)], end = begin[size_t(e) + 1];
-    if (end == b) continue;  // no rows: d_weight[e] keeps what it had
+    Tensor d_weight_e = expert_matrix(d_weight, e);
+    if (end == b) {  // no rows: no gradient to add
+      if (write == GradWrite::kOverwrite) std::fill_n(d_weight_e.f32(), d_weight_e.numel(), 0.0f);
+      continue;
+    }
     Tensor d_inp_e = d_inp.defined() ? d_inp.slice_rows(b, end) : Tensor{};
-    matmul_backward(d_inp_e, expert_matrix(d_weight, e), d_out.slice_rows(b, end),
-                    inp.slice_rows(b, end), expert_matrix(weight, e));
+    cpu::matmul_backward(d_inp_e, d_weight_e, d_out.slice_rows(b, end), inp.slice_rows(b, end),
+                    expert_matrix(weight, e), write);
   }
 }
 

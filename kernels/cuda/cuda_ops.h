@@ -11,11 +11,14 @@
 
 namespace sigma::cuda {
 
+using ops::GradWrite;
+
 void embedding_forward(Tensor out, Tensor tokens, Tensor weight);
 void embedding_backward(Tensor d_weight, Tensor d_out, Tensor tokens);
 
 void matmul_forward(Tensor out, Tensor inp, Tensor weight);
-void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight);
+void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                     GradWrite write);
 
 void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps);
 void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
@@ -71,6 +74,6 @@ void moe_unpermute_backward(Tensor d_inp, Tensor d_probs, Tensor d_out, Tensor i
 // Grouped matmul over experts (grouped_matmul.cu).
 void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens_per_expert);
 void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
-                             Tensor weight, Tensor tokens_per_expert);
+                             Tensor weight, Tensor tokens_per_expert, GradWrite write);
 
 }  // namespace sigma::cuda

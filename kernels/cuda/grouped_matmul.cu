@@ -5,7 +5,7 @@
 // The three passes are one GEMM template, C [M, N] = A [M, K] B [K, N] per expert:
 //   forward      out_e   [rows, O] = inp_e [rows, I]  W_e^T      A K-major, B K-major
 //   input grad   d_inp_e [rows, I] = d_out_e [rows, O] W_e        A K-major, B N-major
-//   weight grad  dW_e    [O, I]   += d_out_e^T        inp_e       A M-major, B N-major (K = rows)
+//   weight grad  dW_e    [O, I]  (+)= d_out_e^T       inp_e       A M-major, B N-major (K = rows)
 // wgmma reads either major-ness from shared memory, so no operand is ever transposed in memory.
 //
 // A CTA is 3 consumer warpgroups and a producer warpgroup. One producer thread loads 192 x 64
@@ -20,8 +20,9 @@
 // experts; its rows past the expert's end are computed from whatever rows follow and are not
 // stored, and a warpgroup whose 64 rows are all past the end skips its MMAs. The weight
 // gradient reduces over an expert's rows in blocks of 64: rows of the last block past the
-// expert's end are zeroed in shared memory before the MMA. Experts with no rows get no tiles,
-// so their weight gradient is left untouched. TMA reads outside a tensor as zeros, so O and I
+// expert's end are zeroed in shared memory before the MMA. Experts with no rows get no tiles
+// when the weight gradient accumulates (it is left untouched), and tiles that store zeros when
+// it is overwritten (GradWrite::kOverwrite, which halves the gradient's traffic). TMA reads outside a tensor as zeros, so O and I
 // need not be multiples of the tile, only of 8 (TMA rows are multiples of 16 bytes).
 // dev/grouped_matmul/README.md has the measurements behind these choices.
 #include "kernels/cuda/cuda_ops.h"
@@ -75,6 +76,7 @@ struct Problem {
   int m, n, k;  // the fixed extents: forward n = O, k = I; input grad n = I, k = O;
                 // weight grad m = O, n = I (k is each expert's rows)
   void* out;    // bf16 [R, n] (forward, input grad) or f32 [E, m, n] (weight grad)
+  bool overwrite;  // weight grad: store into out instead of adding to it
 };
 
 // What one tile covers. Forward and input grad: output rows [row0, row0 + kTileM) clipped to
@@ -85,8 +87,8 @@ struct Tile {
 };
 
 // The per-CTA view of tokens_per_expert, in shared memory: row_begin[e] (prefix sums of the
-// counts) and unit_begin[e] (prefix sums of each expert's work units: kTileM-row tiles, or one
-// unit per expert with rows for the weight grad).
+// counts) and unit_begin[e] (prefix sums of each expert's work units: kTileM-row tiles, or for
+// the weight grad one unit per expert with rows, or per expert when it is overwritten).
 template <class T>
 struct Schedule {
   const int* count;
@@ -160,7 +162,8 @@ __device__ Schedule<T> build_schedule(const SharedLayout<T>& s, const Problem& p
     for (int base = 0; base < p.experts; base += 32) {
       int e = base + lane;
       int rows = e < p.experts ? s.count[e] : 0;
-      int units = kPass == Pass::kWeightGrad ? int(rows > 0) : (rows + T::kTileM - 1) / T::kTileM;
+      int units = kPass == Pass::kWeightGrad ? int(rows > 0 || p.overwrite)
+                                             : (rows + T::kTileM - 1) / T::kTileM;
       int rows_incl = rows, units_incl = units;
 #pragma unroll
       for (int d = 1; d < 32; d *= 2) {
@@ -261,13 +264,13 @@ __device__ void store_rows(const float (&acc)[T::kTileN / 2], const Tile& tile, 
   }
 }
 
-// dW_e[m, n] += acc as fire-and-forget vector adds done in L2 (red.global.add.v2.f32): the SM
-// never waits on the gradient's round trip, which with 96-128 registers of accumulators left
-// too few loads in flight to cover. Each element gets exactly one add per call, so the result
-// is deterministic; the L2 adder flushes subnormal sums to zero.
+// dW_e[m, n] = acc (overwrite) or dW_e[m, n] += acc as fire-and-forget vector adds done in L2
+// (red.global.add.v2.f32): the SM never waits on the gradient's round trip, which with 96-128
+// registers of accumulators left too few loads in flight to cover. Each element gets exactly
+// one add per call, so the result is deterministic; the L2 adder flushes subnormal sums to zero.
 template <class T>
-__device__ void add_weight_grad(const float (&acc)[T::kTileN / 2], const Tile& tile,
-                                const Problem& p, int wg, int thread) {
+__device__ void write_weight_grad(const float (&acc)[T::kTileN / 2], const Tile& tile,
+                                  const Problem& p, int wg, int thread) {
   float* dw = static_cast<float*>(p.out) + int64_t(tile.expert) * p.m * p.n;
   const int row = tile.m0 + 64 * wg + 16 * (thread / 32) + thread % 32 / 4;
   const int col = tile.n0 + 2 * (thread % 4);
@@ -276,10 +279,15 @@ __device__ void add_weight_grad(const float (&acc)[T::kTileN / 2], const Tile& t
     if (row + 8 * h >= p.m) continue;
     float* dst = dw + int64_t(row + 8 * h) * p.n;
 #pragma unroll
-    for (int j = 0; j < T::kTileN / 8; ++j)
-      if (col + 8 * j < p.n)
-        atomicAdd(reinterpret_cast<float2*>(dst + col + 8 * j),
-                  make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]));
+    for (int j = 0; j < T::kTileN / 8; ++j) {
+      if (col + 8 * j >= p.n) continue;
+      float2 value = make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+      auto* target = reinterpret_cast<float2*>(dst + col + 8 * j);
+      if (p.overwrite)
+        *target = value;
+      else
+        atomicAdd(target, value);
+    }
   }
 }
 
@@ -342,7 +350,7 @@ __device__ void multiply_tile(const SharedLayout<T>& s, const Tile& tile, const 
   if (tile.k_blocks == 0) return;
   const int thread = threadIdx.x % 128;
   if (kPass == Pass::kWeightGrad)
-    add_weight_grad<T>(acc, tile, p, wg, thread);
+    write_weight_grad<T>(acc, tile, p, wg, thread);
   else
     store_rows<T>(acc, tile, p, wg, thread);
 }
@@ -355,7 +363,10 @@ __device__ void consume(const SharedLayout<T>& s, const Schedule<T>& sched, cons
   Ring ring;
   for (int t = blockIdx.x; t < sched.total; t += gridDim.x) {
     const Tile tile = sched.template locate<kPass>(t, p);
-    if (kPass == Pass::kWeightGrad || tile.row0 + 64 * wg < tile.row_end) {
+    if (kPass == Pass::kWeightGrad && tile.k_blocks == 0) {  // an overwritten expert with no rows
+      const float zeros[T::kTileN / 2] = {};
+      write_weight_grad<T>(zeros, tile, p, wg, threadIdx.x % 128);
+    } else if (kPass == Pass::kWeightGrad || tile.row0 + 64 * wg < tile.row_end) {
       multiply_tile<T, kPass>(s, tile, p, wg, ring);
     } else {
       for (int kb = 0; kb < tile.k_blocks; ++kb) {
@@ -456,9 +467,9 @@ void check_limits(const Tensor& inp, const Tensor& weight) {
 }
 
 Problem problem(const Tensor& inp, const Tensor& weight, const Tensor& tokens_per_expert,
-                int m, int n, int k, void* out) {
+                int m, int n, int k, void* out, bool overwrite = false) {
   return {static_cast<const int32_t*>(tokens_per_expert.data), int(weight.size(0)),
-          int(inp.size(0)), m, n, k, out};
+          int(inp.size(0)), m, n, k, out, overwrite};
 }
 
 // The ops with tile shape T (the ops below use Square; dev/grouped_matmul/ times both).
@@ -476,10 +487,14 @@ void forward_with(Tensor out, Tensor inp, Tensor weight, Tensor tokens_per_exper
 
 template <class T>
 void backward_with(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                   Tensor tokens_per_expert) {
+                   Tensor tokens_per_expert, GradWrite write) {
   check_limits(inp, weight);
   int64_t e = weight.size(0), o = weight.size(1), i = weight.size(2), r = inp.size(0);
-  if (r == 0) return;
+  const bool overwrite = write == GradWrite::kOverwrite;
+  if (r == 0) {  // no rows at all: a zero gradient
+    if (overwrite) SIGMA_CUDA_CHECK(cudaMemsetAsync(d_weight.data, 0, d_weight.bytes(), stream()));
+    return;
+  }
   if (d_inp.defined()) {
     CUtensorMap a = tensor_map(d_out.data, {o, r}, T::kTileM);
     CUtensorMap b = tensor_map(weight.data, {i, o, e}, 64);
@@ -490,7 +505,7 @@ void backward_with(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tens
   CUtensorMap a = tensor_map(d_out.data, {o, r}, 64);
   CUtensorMap b = tensor_map(inp.data, {i, r}, 64);
   launch<T, Pass::kWeightGrad>(
-      a, b, problem(inp, weight, tokens_per_expert, int(o), int(i), 0, d_weight.data),
+      a, b, problem(inp, weight, tokens_per_expert, int(o), int(i), 0, d_weight.data, overwrite),
       e * ceil_div(o, T::kTileM) * ceil_div(i, T::kTileN));
 }
 
@@ -501,8 +516,8 @@ void grouped_matmul_forward(Tensor out, Tensor inp, Tensor weight, Tensor tokens
 }
 
 void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp,
-                             Tensor weight, Tensor tokens_per_expert) {
-  backward_with<Square>(d_inp, d_weight, d_out, inp, weight, tokens_per_expert);
+                             Tensor weight, Tensor tokens_per_expert, GradWrite write) {
+  backward_with<Square>(d_inp, d_weight, d_out, inp, weight, tokens_per_expert, write);
 }
 
 }  // namespace sigma::cuda

@@ -2,8 +2,8 @@
 //
 // Row-major tensors are column-major transposes, so out [N, O] = inp [N, I] @ W[O, I]^T is
 // the column-major product out^T = W^T' inp^T with W read transposed. The weight gradient
-// is written with beta = 1 straight into the fp32 gradient (ops.h: parameter gradients
-// accumulate), so micro-batches add up without a temporary. TF32 is never used: fp32
+// is written straight into the fp32 gradient, with beta = 1 to accumulate micro-batches
+// without a temporary, or beta = 0 to overwrite (ops.h, GradWrite). TF32 is never used: fp32
 // operands get a true fp32 product, which the parity tests rely on.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/runtime.h"
@@ -94,16 +94,21 @@ void matmul_forward(Tensor out, Tensor inp, Tensor weight) {
        out.data);
 }
 
-void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight) {
+void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                     GradWrite write) {
   int64_t o = weight.size(0), i = weight.size(1), n = inp.numel() / i;
-  if (n == 0) return;
+  const bool accumulate = write == GradWrite::kAccumulate;
+  if (n == 0) {  // no rows: a zero gradient
+    if (!accumulate) SIGMA_CUDA_CHECK(cudaMemsetAsync(d_weight.data, 0, d_weight.bytes(), stream()));
+    return;
+  }
   // d_inp^T [I, N] = W^T [I, O] (stored as is) . d_out^T [O, N].
   if (d_inp.defined())
     gemm({false, false, i, n, o, weight.dtype, d_out.dtype, d_inp.dtype, false}, weight.data,
          d_out.data, d_inp.data);
-  // d_W^T [I, O] += inp^T [I, N] . d_out [N, O]  (B = d_out^T stored O x N, transposed).
-  gemm({false, true, i, o, n, inp.dtype, d_out.dtype, DType::kF32, true}, inp.data, d_out.data,
-       d_weight.data);
+  // d_W^T [I, O] (+)= inp^T [I, N] . d_out [N, O]  (B = d_out^T stored O x N, transposed).
+  gemm({false, true, i, o, n, inp.dtype, d_out.dtype, DType::kF32, accumulate}, inp.data,
+       d_out.data, d_weight.data);
 }
 
 }  // namespace sigma::cuda

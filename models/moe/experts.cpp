@@ -50,14 +50,14 @@ void Experts::backward(Tensor d_x_RD, Tensor d_y_RD, Tensor x_RD, Tensor tokens_
   int64_t r = x_RD.size(0);
   auto rows = [&](Tensor t) { return t.slice_rows(0, r); };
   ops::grouped_matmul_backward(rows(g.d_act_RF), down_proj_.grad, d_y_RD, rows(act_buf_),
-                               down_proj_.weight, tokens_per_expert_E);
+                               down_proj_.weight, tokens_per_expert_E, take_grad_write(down_proj_));
   ops::swiglu_backward(rows(g.d_gate_RF), rows(g.d_up_RF), rows(g.d_act_RF), rows(gate_buf_),
                        rows(up_buf_));
   // x feeds gate_proj and up_proj: its gradient is the sum of both.
   ops::grouped_matmul_backward(d_x_RD, gate_proj_.grad, rows(g.d_gate_RF), x_RD,
-                               gate_proj_.weight, tokens_per_expert_E);
+                               gate_proj_.weight, tokens_per_expert_E, take_grad_write(gate_proj_));
   ops::grouped_matmul_backward(rows(g.d_tmp_RD), up_proj_.grad, rows(g.d_up_RF), x_RD,
-                               up_proj_.weight, tokens_per_expert_E);
+                               up_proj_.weight, tokens_per_expert_E, take_grad_write(up_proj_));
   ops::add(d_x_RD, d_x_RD, rows(g.d_tmp_RD));
 }
 

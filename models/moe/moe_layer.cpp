@@ -84,6 +84,10 @@ void MoeLayer::layout_acts(Arena& arena, const std::string& category) {
   step_losses_L_ = arena.take({ops::kRouterLosses}, DType::kF32, category);
 }
 
+void MoeLayer::layout_scratch(Arena& arena, const std::string& category) {
+  if (shared_) shared_->layout_scratch(arena, category);
+}
+
 MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
                                 int64_t ep_size) {
   int64_t max_k = 1;

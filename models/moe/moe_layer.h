@@ -65,6 +65,8 @@ class MoeLayer {
 
   void bind_params(ParameterSet& params, const std::string& prefix);
   void layout_acts(Arena& arena, const std::string& category);
+  // The shared experts' SwiGLU product (Mlp::layout_scratch), if the layer has them.
+  void layout_scratch(Arena& arena, const std::string& category);
   // Scratch for every MoE layer of `config` (sized for the largest top-k of any layer, and
   // for what ep ranks can send to this one's experts).
   static MoeGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
