@@ -29,6 +29,8 @@ void add_train_command(CLI::App& app) {
   cmd->add_option("--out", args->out_dir, "Run directory (same as --set run.out_dir=DIR)");
   cmd->add_option("--device", args->device, "cpu or cuda (same as --set train.device=...)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  cmd->add_flag("--profile-ops", args->options.profile_ops,
+               "Time every op of the steps after the first and log where the step time goes");
   cmd->add_option("--stop-at-step", args->options.stop_at_step,
                   "Save a checkpoint after this step and exit, as if preempted");
   cmd->callback([args] {

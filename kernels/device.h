@@ -30,4 +30,9 @@ size_t peak_bytes();
 // context and library pools included); 0 without CUDA.
 size_t used_bytes();
 
+// A CUDA event recorded now on the compute stream, for timing GPU work (kernels/op_profile.h).
+void* record_event();
+// Milliseconds between two recorded events, once the GPU has reached `to`; frees both.
+double event_elapsed_ms(void* from, void* to);
+
 }  // namespace sigma::device

@@ -7,11 +7,14 @@
 #include "kernels/ops.h"
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_profile.h"
 #ifdef SIGMA_CUDA
 #include "kernels/cuda/cuda_ops.h"
 #endif
 
 #include <initializer_list>
+#include <type_traits>
+#include <utility>
 
 namespace sigma::ops {
 namespace {
@@ -129,20 +132,38 @@ class Check {
 
 }  // namespace
 
-// Ends an op: `return cpu::op(...)` on the CPU, the CUDA twin (or a clear error) otherwise.
+// The first two defined tensors among an op's arguments: they name its shape in the profile.
+template <class... Args>
+std::pair<Tensor, Tensor> shape_tensors(const Args&... args) {
+  std::pair<Tensor, Tensor> picked;
+  int found = 0;
+  auto consider = [&](const auto& arg) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(arg)>, Tensor>) {
+      if (arg.defined() && found < 2) (found++ == 0 ? picked.first : picked.second) = arg;
+    }
+  };
+  (consider(args), ...);
+  return picked;
+}
+
+// Ends an op: `return cpu::op(...)` on the CPU, the CUDA twin (or a clear error) otherwise,
+// timed while the op profile records (kernels/op_profile.h).
 #ifdef SIGMA_CUDA
-#define SIGMA_ROUTE(device, op, ...)                           \
-  do {                                                         \
-    if ((device) == Device::kCpu) return cpu::op(__VA_ARGS__); \
-    return cuda::op(__VA_ARGS__);                              \
-  } while (0)
+#define SIGMA_BACKEND_CALL(device, op, ...)                         \
+  if ((device) == Device::kCpu) return cpu::op(__VA_ARGS__);        \
+  return cuda::op(__VA_ARGS__)
 #else
-#define SIGMA_ROUTE(device, op, ...)                                    \
-  do {                                                                  \
-    if ((device) == Device::kCpu) return cpu::op(__VA_ARGS__);          \
-    fail("{} needs the CUDA backend; this build has none", #op);        \
-  } while (0)
+#define SIGMA_BACKEND_CALL(device, op, ...)                         \
+  if ((device) == Device::kCpu) return cpu::op(__VA_ARGS__);        \
+  fail("{} needs the CUDA backend; this build has none", #op)
 #endif
+#define SIGMA_ROUTE(device, op, ...)                                                        \
+  do {                                                                                      \
+    const auto profiled_ = op_profile::recording() ? shape_tensors(__VA_ARGS__)             \
+                                                   : std::pair<Tensor, Tensor>{};           \
+    op_profile::Scope profile_scope_(#op, profiled_.first, profiled_.second);               \
+    SIGMA_BACKEND_CALL(device, op, __VA_ARGS__);                                            \
+  } while (0)
 
 void embedding_forward(Tensor out, Tensor tokens, Tensor weight) {
   Check c("embedding_forward", {out, tokens, weight});

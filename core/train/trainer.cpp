@@ -11,10 +11,12 @@
 #include "core/train/batch_schedule.h"
 #include "core/train/early_warnings.h"
 #include "core/train/guard.h"
+#include "core/train/op_report.h"
 #include "core/train/preemption.h"
 #include "core/train/data_parallel.h"
 #include "core/train/run_log.h"
 #include "kernels/device.h"
+#include "kernels/op_profile.h"
 #include "kernels/ops.h"
 #include "kernels/threads.h"
 #include "models/model_plan.h"
@@ -214,9 +216,16 @@ class Trainer {
     auto run_start = Clock::now();
     int64_t steps_run = 0;  // updates applied by this process
     while (progress_.step < total) {
+      // The first step also plans GEMMs and warms caches: the profile starts after it.
+      bool profiled = options_.profile_ops && steps_run > 0;
+      if (profiled) op_profile::start();
       auto step_start = Clock::now();
       std::optional<double> loss = train_step();
       double step_seconds = seconds_since(step_start);
+      if (profiled) {
+        op_profile::stop();
+        op_report_.add_step(step_seconds);
+      }
       report_save(writer_.poll());
       if (!loss) {  // the guard skipped the update
         if (guard_.wants_rollback()) roll_back();
@@ -242,6 +251,7 @@ class Trainer {
       if (int signal = stop_signal()) return preempt(signal);
     }
     report_save(writer_.wait());
+    if (options_.profile_ops) op_report_.write(*log_);
     log_->line(fmt::format("done: {} steps, {} tokens in {}", progress_.step, progress_.tokens,
                            format_duration(seconds_since(run_start))));
   }
@@ -660,6 +670,7 @@ class Trainer {
   // The step's micro-batches as the routing pre-pass read them (empty without a pre-pass).
   std::vector<int32_t> prepass_tokens_, prepass_targets_;
   Guard guard_{recipe_.guard};
+  OpReport op_report_;
   EarlyWarnings warnings_{recipe_.guard, recipe_.log.expert_load_interval, engine_.model,
                           engine_.params};
   CheckpointWriter writer_{recipe_.checkpoint.async, *world_.world};

@@ -142,5 +142,22 @@ size_t used_bytes() {
   return total - free;
 }
 
+void* record_event() {
+  cudaEvent_t event;
+  SIGMA_CUDA_CHECK(cudaEventCreate(&event));
+  SIGMA_CUDA_CHECK(cudaEventRecord(event, cuda::stream()));
+  return event;
+}
+
+double event_elapsed_ms(void* from, void* to) {
+  auto a = static_cast<cudaEvent_t>(from), b = static_cast<cudaEvent_t>(to);
+  SIGMA_CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  SIGMA_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  SIGMA_CUDA_CHECK(cudaEventDestroy(a));
+  SIGMA_CUDA_CHECK(cudaEventDestroy(b));
+  return ms;
+}
+
 }  // namespace device
 }  // namespace sigma

@@ -24,4 +24,7 @@ void synchronize() {}
 size_t peak_bytes() { return 0; }
 size_t used_bytes() { return 0; }
 
+void* record_event() { fail("GPU timing needs the CUDA backend"); }
+double event_elapsed_ms(void*, void*) { fail("GPU timing needs the CUDA backend"); }
+
 }  // namespace sigma::device

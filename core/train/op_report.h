@@ -1,0 +1,27 @@
+// OpReport: where the profiled steps' time went (sigma train --profile-ops), as lines of the
+// run log: the time of each op summed by name, then the costliest op and shape pairs, against
+// the steps' wall time (the rest is communication, copies, memsets and launch gaps).
+#pragma once
+
+#include "core/train/run_log.h"
+
+#include <cstdint>
+
+namespace sigma {
+
+class OpReport {
+ public:
+  // One profiled step took `seconds` (kernels/op_profile.h recorded its ops).
+  void add_step(double seconds) {
+    steps_ += 1;
+    seconds_ += seconds;
+  }
+  // Takes the op profile and writes the tables.
+  void write(RunLog& log) const;
+
+ private:
+  int64_t steps_ = 0;
+  double seconds_ = 0;
+};
+
+}  // namespace sigma
