@@ -1,10 +1,14 @@
 # Generates the wgmma wrappers of attention_wgmma.cuh (one asm statement per shape): register A
 # with an MN-major B (P V, dS K, P^T dO, dS^T Q) at N = 32 and 64, and shared-memory A and B,
-# both K-major (Q K^T, dO V^T and their transposes) at N = 64.
+# both K-major (Q K^T, dO V^T and their transposes) at N = 64, and at N = 128 for the forward's
+# S = Q K^T over a whole 128-key tile (Q read from shared memory once per k step, not twice).
 out = []
 def acc_constraints(n):
     return ", ".join(f'"+f"(acc[{i//4}][{i%4}])' for i in range(n // 2))
-for kind, n, trans in (("rs", 32, 1), ("rs", 64, 1), ("ss", 64, 0)):
+# The N = 128 one takes the scale-d predicate: 0 on a product's first k step overwrites the
+# accumulators, so they need no zeroing (and ptxas no wait for the zeroing moves).
+for kind, n, trans, scale_d in (("rs", 32, 1, False), ("rs", 64, 1, False), ("ss", 64, 0, False),
+                                ("ss", 128, 0, True)):
     nacc = n // 2
     regs = ", ".join(f"%{i}" for i in range(nacc))
     if kind == "rs":
@@ -17,9 +21,10 @@ for kind, n, trans in (("rs", 32, 1), ("rs", 64, 1), ("ss", 64, 0)):
     else:
         operands = f"%{nacc}, %{nacc + 1}"
         pred = nacc + 2
-        inputs = '"l"(desc_a), "l"(desc_b), "r"(1)'
+        inputs = '"l"(desc_a), "l"(desc_b), ' + ('"r"(scale_d)' if scale_d else '"r"(1)')
         tail = f"p, 1, 1, 0, {trans}"
-        sig = f"template <>\n__device__ __forceinline__ void Wgmma<{n}, {trans}>::ss(float (*acc)[4], uint64_t desc_a, uint64_t desc_b) {{"
+        params = "uint64_t desc_a, uint64_t desc_b" + (", int scale_d" if scale_d else "")
+        sig = f"template <>\n__device__ __forceinline__ void Wgmma<{n}, {trans}>::ss(float (*acc)[4], {params}) {{"
     body = (f'  asm volatile(\n      "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{pred}, 0;\\n"\n'
             f'      "wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 {{{regs}}}, "\n'
             f'      "{operands}, {tail};\\n}}\\n"\n'
