@@ -6,6 +6,9 @@
 
 #include <algorithm>
 #include <cstring>
+#include <exception>
+#include <numeric>
+#include <vector>
 
 namespace sigma {
 
@@ -83,23 +86,49 @@ void ParameterSet::rebind() {
 
 void ParameterSet::initialize(uint64_t seed) {
   SIGMA_CHECK(allocated() && cursor_ == params_.size(), "initialize before binding");
-  for (const ParamInfo& info : params_) {
-    // Drawn on the host, so every device starts from the same bits.
-    Buffer host(info.param.value.bytes(), Device::kCpu);
-    Tensor value = host.tensor(0, info.shape, DType::kF32);
-    float* w = value.f32();
-    int64_t n = info.shape.numel();
-    if (info.init == ParamInit::kOnes) {
-      for (int64_t i = 0; i < n; ++i) w[i] = 1.0f;
-    } else {
-      Rng rng(seed_for(seed, info.name));
-      // The draws of the rows before ours are made and dropped, so the stream lines up.
-      int64_t skip = info.row_offset == 0 ? 0 : info.row_offset * (n / info.shape[0]);
-      for (int64_t i = 0; i < skip; ++i) rng.normal();
-      for (int64_t i = 0; i < n; ++i) w[i] = float(info.init_std * rng.normal());
+  // Drawn on the host, so every device starts from the same bits. Each tensor has its own
+  // stream, so tensors are drawn in parallel, the largest first (a 2.3B-parameter model took
+  // ~50 s on one core). Uploads take turns.
+  std::vector<size_t> order(params_.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return params_[a].shape.numel() > params_[b].shape.numel();
+  });
+  std::exception_ptr error;
+#pragma omp parallel
+  {
+    std::vector<float> staging;
+#pragma omp for schedule(dynamic, 1)
+    for (size_t k = 0; k < order.size(); ++k) {
+      const ParamInfo& info = params_[order[k]];
+      const Tensor& target = info.param.value;
+      int64_t n = info.shape.numel();
+      bool on_host = target.device == Device::kCpu;
+      if (!on_host) staging.resize(size_t(n));
+      float* w = on_host ? target.f32() : staging.data();
+      if (info.init == ParamInit::kOnes) {
+        std::fill_n(w, n, 1.0f);
+      } else {
+        Rng rng(seed_for(seed, info.name));
+        // The draws of the rows before ours are made and dropped, so the stream lines up.
+        int64_t skip = info.row_offset == 0 ? 0 : info.row_offset * (n / info.shape[0]);
+        for (int64_t i = 0; i < skip; ++i) rng.normal();
+        for (int64_t i = 0; i < n; ++i) w[i] = float(info.init_std * rng.normal());
+      }
+      if (!on_host) {
+        Tensor host = target;
+        host.device = Device::kCpu;
+        host.data = staging.data();
+#pragma omp critical(sigma_parameter_upload)
+        try {
+          device::copy(target, host);
+        } catch (...) {
+          if (!error) error = std::current_exception();
+        }
+      }
     }
-    device::copy(info.param.value, value);
   }
+  if (error) std::rethrow_exception(error);
   refresh_weights();
 }
 
