@@ -284,20 +284,27 @@ void swiglu_backward(Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tens
   SIGMA_ROUTE(c.device(), swiglu_backward, d_gate, d_up, d_out, gate, up);
 }
 
-void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets) {
-  Check c("cross_entropy_forward", {losses, logits, targets});
+void cross_entropy_forward(Tensor losses, Tensor lse, Tensor logits, Tensor targets) {
+  Check c("cross_entropy_forward", {losses, lse, logits, targets});
   c.cross_entropy(logits, targets);
   c.dtype({{losses, "losses"}}, DType::kF32);
   c.numel({{losses, "losses"}}, targets.numel());
-  SIGMA_ROUTE(c.device(), cross_entropy_forward, losses, logits, targets);
+  if (lse.defined()) {
+    c.dtype({{lse, "lse"}}, DType::kF32);
+    c.numel({{lse, "lse"}}, targets.numel());
+  }
+  SIGMA_ROUTE(c.device(), cross_entropy_forward, losses, lse, logits, targets);
 }
 
-void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, float loss_scale) {
-  Check c("cross_entropy_backward", {d_logits, logits, targets});
+void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
+                            float loss_scale) {
+  Check c("cross_entropy_backward", {d_logits, logits, lse, targets});
   c.cross_entropy(logits, targets);
   c.activations({{d_logits, "d_logits"}});
   c.shape({d_logits, "d_logits"}, logits.shape);
-  SIGMA_ROUTE(c.device(), cross_entropy_backward, d_logits, logits, targets, loss_scale);
+  c.dtype({{lse, "lse"}}, DType::kF32);
+  c.numel({{lse, "lse"}}, targets.numel());
+  SIGMA_ROUTE(c.device(), cross_entropy_backward, d_logits, logits, lse, targets, loss_scale);
 }
 
 void add(Tensor out, Tensor a, Tensor b) {

@@ -74,11 +74,15 @@ void swiglu_forward(Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
 
 // --- cross-entropy fused with softmax ------------------------------------------------------
-// logits [N, V], targets i32 [N] (a negative target is ignored), losses [N] (0 where ignored).
-void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets);
-// d_logits = (softmax(logits) - onehot(target)) * loss_scale, 0 on ignored rows. Overwrite.
-// d_logits may alias logits (the CPU engine does this to save a [N, V] buffer).
-void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, float loss_scale);
+// logits [N, V], targets i32 [N] (a negative target is ignored), losses [N] (0 where ignored),
+// lse f32 [N]: each row's log-sum-exp (0 where ignored) for backward; skipped if undefined.
+void cross_entropy_forward(Tensor losses, Tensor lse, Tensor logits, Tensor targets);
+// d_logits = (exp(logits - lse) - onehot(target)) * loss_scale = (softmax - onehot) * scale,
+// 0 on ignored rows. Overwrite. lse as cross_entropy_forward wrote it for these logits, so
+// backward is one elementwise pass. d_logits may alias logits (the CPU engine does this to
+// save a [N, V] buffer).
+void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
+                            float loss_scale);
 
 // --- elementwise and reductions ------------------------------------------------------------
 // out = a + b (out may alias a or b).

@@ -303,7 +303,7 @@ std::vector<double> Decoder::token_logprobs(std::span<const int32_t> tokens,
     for (int64_t i = 0; i < n; ++i) t[i] = targets[size_t(first + i)];
     device::copy(pass.targets_N, host_targets_N_.slice_rows(0, n));
     // The cross-entropy op is -log softmax at the target: the same op the training loss uses.
-    ops::cross_entropy_forward(pass.losses_N, pass.logits_NV, pass.targets_N);
+    ops::cross_entropy_forward(pass.losses_N, Tensor{}, pass.logits_NV, pass.targets_N);
     const float* losses = on_host(pass.losses_N, host_losses_N_).f32();
     for (int64_t i = 0; i < n; ++i) logprobs[size_t(first + i)] = -double(losses[i]);
   });

@@ -106,7 +106,7 @@ class Transformer {
   void head_chunk(int64_t begin, int64_t end, float grad_scale);
   int64_t head_chunk_ = 0;
   float head_grad_scale_ = 0;  // the scale the last forward already applied to d_h_ND_, or 0
-  Tensor final_ND_, final_rstd_N_, logits_CV_, d_logits_CV_, losses_N_;
+  Tensor final_ND_, final_rstd_N_, logits_CV_, d_logits_CV_, lse_C_, losses_N_;
   // Gradient scratch, shared by all layers.
   Tensor d_res_ND_, d_h_ND_, d_tmp_ND_;
   AttentionGrads attention_grads_;

@@ -170,16 +170,24 @@ TEST_CASE("cuda ops: cross-entropy forward and backward match the CPU, in place 
   std::vector<int32_t> targets(static_cast<size_t>(n));
   for (int32_t& t : targets) t = int32_t(rng.below(v));
   targets[3] = -1;  // ignored row
-  std::vector<float> loss(static_cast<size_t>(n)), dz(z.size());
-  cpu::cross_entropy_forward(cpu_view(loss, {n}), cpu_view(z, {n, v}), cpu_view(targets, {n}));
-  cpu::cross_entropy_backward(cpu_view(dz, {n, v}), cpu_view(z, {n, v}), cpu_view(targets, {n}), 0.5f);
-  auto gz = to_device(z, {n, v}, DType::kBF16);
+  std::vector<float> loss(static_cast<size_t>(n)), lse(static_cast<size_t>(n)), dz(z.size());
+  cpu::cross_entropy_forward(cpu_view(loss, {n}), cpu_view(lse, {n}), cpu_view(z, {n, v}),
+                             cpu_view(targets, {n}));
+  cpu::cross_entropy_backward(cpu_view(dz, {n, v}), cpu_view(z, {n, v}), cpu_view(lse, {n}),
+                              cpu_view(targets, {n}), 0.5f);
   auto gt = test::to_device_i32(targets, {n});
-  auto gloss = poisoned({n}, DType::kF32);
-  ops::cross_entropy_forward(gloss, gz, gt);
-  CHECK(rel_error(to_host(gloss), loss) < 1e-4);
-  ops::cross_entropy_backward(gz, gz, gt, 0.5f);  // in place, as the model does
-  CHECK(rel_error(to_host(gz), dz) < kBf16Out);
+  for (DType dtype : {DType::kBF16, DType::kF32}) {  // bf16 in place; fp32 logits -> bf16, as the model
+    CAPTURE(dtype_name(dtype));
+    auto gz = to_device(z, {n, v}, dtype);
+    auto gloss = poisoned({n}, DType::kF32), glse = poisoned({n}, DType::kF32);
+    ops::cross_entropy_forward(gloss, glse, gz, gt);
+    CHECK(rel_error(to_host(gloss), loss) < 1e-4);
+    CHECK(rel_error(to_host(glse), lse) < 1e-5);
+    auto separate = poisoned({n, v}, DType::kBF16);
+    Tensor gdz = dtype == DType::kBF16 ? gz.tensor : separate.tensor;
+    ops::cross_entropy_backward(gdz, gz, glse, gt, 0.5f);
+    CHECK(rel_error(to_host(gdz), dz) < kBf16Out);
+  }
 }
 
 TEST_CASE("cuda ops: add, scale, convert, sum and sum_squares match the CPU") {

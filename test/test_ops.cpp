@@ -290,10 +290,16 @@ Errors swiglu_forward_errors(Rng& rng, int64_t n) {
 Errors cross_entropy_forward_errors(Rng& rng, int64_t n, int64_t v, double logit_std) {
   auto z = randn(rng, n * v, logit_std);
   auto target = randint(rng, n, -1, v);  // -1: some rows are ignored
-  std::vector<float> loss(static_cast<size_t>(n), kNaN);
-  ops::cross_entropy_forward(view(loss, {n}), view(z, {n, v}), view(target, {n}));
+  std::vector<float> loss(static_cast<size_t>(n), kNaN), lse(static_cast<size_t>(n), kNaN);
+  ops::cross_entropy_forward(view(loss, {n}), view(lse, {n}), view(z, {n, v}), view(target, {n}));
   auto ref = naive_cross_entropy(cast<double>(z), target, v);
-  return {rel_error(loss, ref), rel_error(naive_cross_entropy(z, target, v), ref)};
+  // lse - z[target] is the loss on kept rows; ignored rows keep lse 0.
+  std::vector<float> lse_minus_target(lse.size());
+  for (int64_t r = 0; r < n; ++r)
+    lse_minus_target[size_t(r)] = target[size_t(r)] < 0 ? lse[size_t(r)]
+                                                         : lse[size_t(r)] - z[size_t(r * v + target[size_t(r)])];
+  return {std::max(rel_error(loss, ref), rel_error(lse_minus_target, ref)),
+          rel_error(naive_cross_entropy(z, target, v), ref)};
 }
 
 Errors add_errors(Rng& rng, int64_t n) {
@@ -479,8 +485,10 @@ double cross_entropy_backward_error(Rng& rng, int64_t n, int64_t v) {
   auto z = randn(rng, n * v, 2.0);
   auto target = randint(rng, n, -1, v);
   float loss_scale = 0.37f;
-  std::vector<float> d_z(z.size(), kNaN);
-  ops::cross_entropy_backward(view(d_z, {n, v}), view(z, {n, v}), view(target, {n}), loss_scale);
+  std::vector<float> d_z(z.size(), kNaN), loss(static_cast<size_t>(n)), lse(static_cast<size_t>(n));
+  ops::cross_entropy_forward(view(loss, {n}), view(lse, {n}), view(z, {n, v}), view(target, {n}));
+  ops::cross_entropy_backward(view(d_z, {n, v}), view(z, {n, v}), view(lse, {n}), view(target, {n}),
+                              loss_scale);
   return rel_error(d_z, numeric_gradient(cast<double>(z), [&](const std::vector<double>& p) {
                      double total = 0;
                      for (double l : naive_cross_entropy(p, target, v)) total += l;
@@ -658,9 +666,11 @@ TEST_CASE("ops: cross-entropy ignores negative targets and may write in place") 
   int64_t n = 5, v = 11;
   auto z = randn(rng, n * v, 3.0);
   std::vector<int32_t> target = {3, -1, 0, -100, 10};
-  std::vector<float> loss(static_cast<size_t>(n), kNaN), d_z(z.size(), kNaN);
-  ops::cross_entropy_forward(view(loss, {n}), view(z, {n, v}), view(target, {n}));
-  ops::cross_entropy_backward(view(d_z, {n, v}), view(z, {n, v}), view(target, {n}), 0.5f);
+  std::vector<float> loss(static_cast<size_t>(n), kNaN), lse(static_cast<size_t>(n), kNaN),
+      d_z(z.size(), kNaN);
+  ops::cross_entropy_forward(view(loss, {n}), view(lse, {n}), view(z, {n, v}), view(target, {n}));
+  ops::cross_entropy_backward(view(d_z, {n, v}), view(z, {n, v}), view(lse, {n}), view(target, {n}),
+                              0.5f);
   for (int64_t r = 0; r < n; ++r) {
     double row_sum = 0;
     bool zero_row = true;
@@ -671,6 +681,7 @@ TEST_CASE("ops: cross-entropy ignores negative targets and may write in place") 
     CAPTURE(r);
     if (target[r] < 0) {
       CHECK(loss[r] == 0.0f);
+      CHECK(lse[r] == 0.0f);
       CHECK(zero_row);
     } else {
       CHECK(loss[r] > 0.0f);
@@ -678,7 +689,8 @@ TEST_CASE("ops: cross-entropy ignores negative targets and may write in place") 
     }
   }
   std::vector<float> in_place = z;
-  ops::cross_entropy_backward(view(in_place, {n, v}), view(in_place, {n, v}), view(target, {n}), 0.5f);
+  ops::cross_entropy_backward(view(in_place, {n, v}), view(in_place, {n, v}), view(lse, {n}),
+                              view(target, {n}), 0.5f);
   CHECK(same_bits(in_place, d_z));
 }
 
@@ -758,8 +770,9 @@ TEST_CASE("ops: bad token ids are one-line user errors") {
   std::vector<int32_t> tok = {1, 4};
   CHECK_THROWS_WITH_AS(ops::embedding_forward(view(out, {2, 3}), view(tok, {2}), view(w, {4, 3})),
                        "token id 4 at position 1 is outside the vocabulary [0, 4)", UserError);
-  CHECK_THROWS_AS(ops::cross_entropy_forward(view(loss, {2}), view(z, {2, 4}), view(tok, {2})),
-                  UserError);
+  CHECK_THROWS_AS(
+      ops::cross_entropy_forward(view(loss, {2}), Tensor{}, view(z, {2, 4}), view(tok, {2})),
+      UserError);
 }
 
 TEST_CASE("ops: dispatch checks shapes and devices") {

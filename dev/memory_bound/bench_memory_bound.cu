@@ -114,11 +114,12 @@ int run() {
   {
     const double logits_bytes = double(chunk * vocab) * 4;
     DeviceTensor logits({chunk, vocab}, f32, 16, 3.0f), d_logits({chunk, vocab}, bf, 17);
-    DeviceTensor targets({chunk}, DType::kI32, 18, 1.0f, int32_t(vocab)), losses({chunk}, f32, 19);
+    DeviceTensor targets({chunk}, DType::kI32, 18, 1.0f, int32_t(vocab)), losses({chunk}, f32, 19),
+        lse({chunk}, f32, 20);
     report("cross_entropy_forward [2048, 128256] f32", logits_bytes,
-           [&] { ops::cross_entropy_forward(losses, logits, targets); });
+           [&] { ops::cross_entropy_forward(losses, lse, logits, targets); });
     report("cross_entropy_backward [2048, 128256] ->bf16", 1.5 * logits_bytes,
-           [&] { ops::cross_entropy_backward(d_logits, logits, targets, 1.0f / 16384); });
+           [&] { ops::cross_entropy_backward(d_logits, logits, lse, targets, 1.0f / 16384); });
   }
   {
     const int64_t params = vocab * d;  // the LM head, the biggest tensor AdamW updates

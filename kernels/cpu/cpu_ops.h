@@ -35,8 +35,9 @@ void attention_cached_forward(Tensor out, Tensor q, Tensor k, Tensor v);
 void swiglu_forward(Tensor out, Tensor gate, Tensor up);
 void swiglu_backward(Tensor d_gate, Tensor d_up, Tensor d_out, Tensor gate, Tensor up);
 
-void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets);
-void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, float loss_scale);
+void cross_entropy_forward(Tensor losses, Tensor lse, Tensor logits, Tensor targets);
+void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
+                            float loss_scale);
 
 void add(Tensor out, Tensor a, Tensor b);
 void convert(Tensor out, Tensor inp);

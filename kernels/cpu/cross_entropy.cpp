@@ -1,8 +1,8 @@
 // Cross-entropy fused with softmax over the vocabulary, CPU reference.
 //
-// Stable form: loss = log(sum exp(z - max)) + max - z[target], with the sum in double.
-// Backward recomputes the row's max and sum rather than keeping probabilities, so d_logits
-// can overwrite logits in place. A negative target marks a row to ignore (padding); targets
+// Stable form: lse = log(sum exp(z - max)) + max, loss = lse - z[target], with the sum in
+// double. Backward reads lse from forward instead of keeping probabilities, so it is one
+// elementwise pass and d_logits can overwrite logits in place. A negative target marks a row to ignore (padding); targets
 // at or past V are a user error (data built for a bigger vocabulary).
 #include "kernels/cpu/cpu_ops.h"
 
@@ -34,26 +34,28 @@ void check_targets(const int32_t* targets, int64_t n, int64_t v) {
 
 }  // namespace
 
-void cross_entropy_forward(Tensor losses, Tensor logits, Tensor targets) {
+void cross_entropy_forward(Tensor losses, Tensor lse, Tensor logits, Tensor targets) {
   int64_t v = logits.size(-1), n = logits.numel() / v;
   const float* z = logits.f32();
   const int32_t* target = targets.i32();
   float* loss = losses.f32();
+  float* lse_out = lse.defined() ? lse.f32() : nullptr;
   check_targets(target, n, v);
 #pragma omp parallel for schedule(static)
   for (int64_t row = 0; row < n; ++row) {
-    if (target[row] < 0) {
-      loss[row] = 0.0f;
-      continue;
+    double row_lse = 0;
+    if (target[row] >= 0) {
+      RowStats st = row_stats(z + row * v, v);
+      row_lse = std::log(st.sum_exp) + double(st.max);
     }
-    const float* z_row = z + row * v;
-    RowStats st = row_stats(z_row, v);
-    loss[row] = float(std::log(st.sum_exp) + double(st.max) - double(z_row[target[row]]));
+    loss[row] = target[row] < 0 ? 0.0f : float(row_lse - double(z[row * v + target[row]]));
+    if (lse_out) lse_out[row] = float(row_lse);
   }
 }
 
-// d_logits = (softmax(z) - onehot(target)) * loss_scale, zero on ignored rows.
-void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, float loss_scale) {
+// d_logits = (exp(z - lse) - onehot(target)) * loss_scale, zero on ignored rows.
+void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor lse, Tensor targets,
+                            float loss_scale) {
   int64_t v = logits.size(-1), n = logits.numel() / v;
   const float* z = logits.f32();
   const int32_t* target = targets.i32();
@@ -67,10 +69,9 @@ void cross_entropy_backward(Tensor d_logits, Tensor logits, Tensor targets, floa
       continue;
     }
     const float* z_row = z + row * v;
-    RowStats st = row_stats(z_row, v);
-    float inv_sum = float(1.0 / st.sum_exp);
+    const float row_lse = lse.f32()[row];
     for (int64_t i = 0; i < v; ++i) {
-      float prob = std::exp(z_row[i] - st.max) * inv_sum;
+      float prob = std::exp(z_row[i] - row_lse);
       dz_row[i] = (prob - (i == target[row] ? 1.0f : 0.0f)) * loss_scale;
     }
   }
