@@ -4,8 +4,8 @@
 // point before and after it on the op's device (kernels/device.h): CUDA events on the compute
 // stream, so the GPU's own time is measured and the host never waits, or the host clock for
 // the CPU's synchronous ops. take() reads the times (waiting for the GPU once) and sums them
-// by op and by the shapes of its first two tensors. Time outside ops (collectives, copies,
-// memsets, the host launching kernels late) is what the step took beyond their sum.
+// by op and by the shapes of its first two tensors. Collectives, copies and memsets are not
+// ops and are not timed; an op's span includes any wait for the host to launch its kernels.
 #pragma once
 
 #include "core/tensor/tensor.h"

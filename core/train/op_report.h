@@ -1,6 +1,6 @@
 // OpReport: where the profiled steps' time went (sigma train --profile-ops), as lines of the
-// run log: the time of each op summed by name, then the costliest op and shape pairs, against
-// the steps' wall time (the rest is communication, copies, memsets and launch gaps).
+// run log: the time of each op summed by name, then the costliest op and shape pairs, beside
+// the steps' wall time. Communication, copies and memsets are not ops and are not shown.
 #pragma once
 
 #include "core/train/run_log.h"
