@@ -1,14 +1,16 @@
 # Generates the wgmma wrappers of attention_wgmma.cuh (one asm statement per shape): register A
 # with an MN-major B (P V, dS K, P^T dO, dS^T Q) at N = 32 and 64, and shared-memory A and B,
-# both K-major (Q K^T, dO V^T and their transposes) at N = 64, and at N = 128 for the forward's
-# S = Q K^T over a whole 128-key tile (Q read from shared memory once per k step, not twice).
+# both K-major (Q K^T, dO V^T and their transposes) at N = 64, and at N = 128 for S = Q K^T and
+# dP = dO V^T over a whole 128-key tile (Q or dO read from shared memory once per k step, not
+# twice); the backward's S^T = K Q^T and dP^T = V dO^T over 64-query tiles take N = 64 with
+# scale-d.
 out = []
 def acc_constraints(n):
     return ", ".join(f'"+f"(acc[{i//4}][{i%4}])' for i in range(n // 2))
-# The N = 128 one takes the scale-d predicate: 0 on a product's first k step overwrites the
+# The scale-d ones take the predicate: 0 on a product's first k step overwrites the
 # accumulators, so they need no zeroing (and ptxas no wait for the zeroing moves).
 for kind, n, trans, scale_d in (("rs", 32, 1, False), ("rs", 64, 1, False), ("ss", 64, 0, False),
-                                ("ss", 128, 0, True)):
+                                ("ss", 128, 0, True), ("ss", 64, 0, True)):
     nacc = n // 2
     regs = ", ".join(f"%{i}" for i in range(nacc))
     if kind == "rs":

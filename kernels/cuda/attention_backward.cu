@@ -6,9 +6,11 @@
 //
 // Deterministic without atomics, in two kernels:
 // - dq: one block per 128 query rows of a (batch, query head), two warpgroups of 64 rows,
-//   looping over key tiles as the forward does; it also writes delta for the second kernel.
-//   It recomputes S and dP, the price of not adding dQ from every key tile with float
-//   atomics (whose order, and so the bits, would change from run to run).
+//   looping over key tiles of 128 (64 at kDim 64) as the forward does; it also writes delta
+//   for the second kernel. It recomputes S and dP, the price of not adding dQ from every key
+//   tile with float atomics (whose order, and so the bits, would change from run to run).
+//   S and dP are each one m64nNk16 per 16-wide k step over the whole key tile, so Q and dO
+//   are read from shared memory once per step and key tile.
 // - dkdv: one block per 128 keys of a (batch, head group), where a group is the smallest
 //   run of query heads that owns its K and V heads (lcm of n_q/n_k and n_q/n_v heads, as the
 //   CPU reference splits its work). The block loops over the group's query heads in order
@@ -18,7 +20,10 @@
 //   order. Each warpgroup owns 64 keys and computes S^T and dP^T directly (keys as rows), so
 //   P^T and dS^T feed the dV and dK products as register A operands.
 // Every A operand that lives across a loop is read from shared memory (see
-// attention_forward.cu). Left out: dropout, non-causal masks, TMA and warp specialisation.
+// attention_forward.cu). The first k step of S, dP, S^T and dP^T passes scale-d 0, so their
+// accumulators are never zeroed and ptxas inserts no wait of its own (dev/attention/NOTES.md,
+// version 5). Left out: dropout, non-causal masks, TMA, warp specialisation, and FA3's
+// overlap of the elementwise work with the next products (the forward has it).
 #include "kernels/cuda/attention_wgmma.cuh"
 #include "kernels/cuda/cuda_ops.h"
 
@@ -30,13 +35,16 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kDqBlockM = 128;  // dq: query rows per block (64 per warpgroup)
-constexpr int kDqBlockN = 64;   // dq: keys per K/V tile
+// dq: keys per K/V tile (the N of S = Q K^T). 128 reads Q and dO from shared memory once per
+// 128 keys; at kDim 64 the 64-key tile keeps the kernel at 128 registers, two blocks per SM.
+template <int kDim>
+constexpr int kDqBlockN = kDim == 64 ? 64 : 128;
 constexpr int kKvBlockN = 128;  // dkdv: keys per block (64 per warpgroup)
 constexpr int kKvBlockM = 64;   // dkdv: queries per Q/dO tile (the N of S^T = K Q^T)
 
 template <int kDim>
 constexpr int dq_smem_bytes() {  // Q, dO, 2 x (K, V), delta
-  return (2 * kDqBlockM + 4 * kDqBlockN) * kDim * int(sizeof(bf16)) +
+  return (2 * kDqBlockM + 4 * kDqBlockN<kDim>) * kDim * int(sizeof(bf16)) +
          kDqBlockM * int(sizeof(float));
 }
 template <int kDim>
@@ -71,12 +79,17 @@ __global__ void __launch_bounds__(kThreads)
   const int q_end = min(q0 + kBlockM, s.seq_len);
   const int n_blocks = (q_end + kBlockN - 1) / kBlockN;
 
+  // The strides pass through an empty asm so that each thread's chunk offsets (row * stride)
+  // are recomputed per tile: hoisted out of the key loop, they stay live beside S, dP and dQ
+  // and spilled at kDim 128 (as in the forward).
   auto load_kv = [&](int j, int stage) {
+    int64_t ks = k_stride, vs = v_stride;
+    asm volatile("" : "+l"(ks), "+l"(vs));
     int k0 = j * kBlockN, rows = min(kBlockN, s.seq_len - k0);
-    load_tile_blocked<kBlockN, kDim, kThreads>(k_s + stage * kBlockN * kDim,
-                                               k_head + k0 * k_stride, k_stride, rows, s.d_qk);
-    load_tile_blocked<kBlockN, kDim, kThreads>(v_s + stage * kBlockN * kDim,
-                                               v_head + k0 * v_stride, v_stride, rows, s.d_v);
+    load_tile_blocked<kBlockN, kDim, kThreads>(k_s + stage * kBlockN * kDim, k_head + k0 * ks,
+                                               ks, rows, s.d_qk);
+    load_tile_blocked<kBlockN, kDim, kThreads>(v_s + stage * kBlockN * kDim, v_head + k0 * vs,
+                                               vs, rows, s.d_v);
   };
   load_tile_blocked<kBlockM, kDim, kThreads>(q_s, q + (row0 + q0) * q_stride + h * s.d_qk,
                                              q_stride, q_end - q0, s.d_qk);
@@ -129,17 +142,18 @@ __global__ void __launch_bounds__(kThreads)
     const bf16* k_t = k_s + (j % 2) * kBlockN * kDim;
     const bf16* v_t = v_s + (j % 2) * kBlockN * kDim;
 
-    float sc[kBlockN / 8][4] = {}, dp[kBlockN / 8][4] = {};  // S = Q K^T, dP = dO V^T
+    // S = Q K^T and dP = dO V^T, each one m64nNk16 per 16-wide k step over the whole key tile
+    // (Q and dO read from shared memory once per step); the first step overwrites (scale-d 0),
+    // so the accumulators need no zeroing.
+    float sc[kBlockN / 8][4], dp[kBlockN / 8][4];
     wgmma_fence();
 #pragma unroll
-    for (int ks = 0; ks < kDim / 16; ++ks)
-#pragma unroll
-      for (int n0 = 0; n0 < kBlockN; n0 += 64) {
-        Wgmma<64, 0>::ss(sc + n0 / 8, k_major_descriptor<kDim>(q_s, wg * 64, ks * 16),
-                         k_major_descriptor<kDim>(k_t, n0, ks * 16));
-        Wgmma<64, 0>::ss(dp + n0 / 8, k_major_descriptor<kDim>(do_s, wg * 64, ks * 16),
-                         k_major_descriptor<kDim>(v_t, n0, ks * 16));
-      }
+    for (int ks = 0; ks < kDim / 16; ++ks) {
+      Wgmma<kBlockN, 0>::ss(sc, k_major_descriptor<kDim>(q_s, wg * 64, ks * 16),
+                            k_major_descriptor<kDim>(k_t, 0, ks * 16), ks > 0);
+      Wgmma<kBlockN, 0>::ss(dp, k_major_descriptor<kDim>(do_s, wg * 64, ks * 16),
+                            k_major_descriptor<kDim>(v_t, 0, ks * 16), ks > 0);
+    }
     wgmma_commit();
     wgmma_wait_all();
     register_fence(sc);
@@ -212,15 +226,19 @@ __global__ void __launch_bounds__(kThreads)
     load_tile_blocked<kBlockN, kDim, kThreads>(v_s, v + (row0 + k0) * v_stride + hv * s.d_v,
                                                v_stride, key_rows, s.d_v);
   };
-  auto load_step = [&](int step, int stage) {  // Q, dO, lse, delta of one query tile
+  // Q, dO, lse, delta of one query tile. The strides pass through an empty asm so that the
+  // chunk offsets are recomputed per step, not kept live beside S^T, dP^T, dK and dV.
+  auto load_step = [&](int step, int stage) {
+    int64_t qs = q_stride, os = o_stride;
+    asm volatile("" : "+l"(qs), "+l"(os));
     int h = h_first + step / tiles_per_head, t0 = (i_start + step % tiles_per_head) * kBlockM;
     int rows = min(kBlockM, s.seq_len - t0);
     load_tile_blocked<kBlockM, kDim, kThreads>(q_s + stage * kBlockM * kDim,
-                                               q + (row0 + t0) * q_stride + h * s.d_qk,
-                                               q_stride, rows, s.d_qk);
+                                               q + (row0 + t0) * qs + h * s.d_qk, qs, rows,
+                                               s.d_qk);
     load_tile_blocked<kBlockM, kDim, kThreads>(do_s + stage * kBlockM * kDim,
-                                               d_out + (row0 + t0) * o_stride + h * s.d_v,
-                                               o_stride, rows, s.d_v);
+                                               d_out + (row0 + t0) * os + h * s.d_v, os, rows,
+                                               s.d_v);
     const int64_t stat = (int64_t(b) * s.n_q + h) * s.seq_len + t0;
     const int i = threadIdx.x % kBlockM;
     const float* src = threadIdx.x < kBlockM ? lse + stat : delta + stat;
@@ -274,14 +292,15 @@ __global__ void __launch_bounds__(kThreads)
     const float* delta_t = delta_s + stage * kBlockM;
 
     // S^T = K Q^T and dP^T = V dO^T: the warpgroup's 64 keys x kBlockM queries.
-    float st[kBlockM / 8][4] = {}, dpt[kBlockM / 8][4] = {};
+    // The first k step overwrites (scale-d 0): no zeroed accumulators.
+    float st[kBlockM / 8][4], dpt[kBlockM / 8][4];
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kDim / 16; ++ks) {
-      Wgmma<64, 0>::ss(st, k_major_descriptor<kDim>(k_s, wg * 64, ks * 16),
-                       k_major_descriptor<kDim>(q_t, 0, ks * 16));
-      Wgmma<64, 0>::ss(dpt, k_major_descriptor<kDim>(v_s, wg * 64, ks * 16),
-                       k_major_descriptor<kDim>(do_t, 0, ks * 16));
+      Wgmma<kBlockM, 0>::ss(st, k_major_descriptor<kDim>(k_s, wg * 64, ks * 16),
+                            k_major_descriptor<kDim>(q_t, 0, ks * 16), ks > 0);
+      Wgmma<kBlockM, 0>::ss(dpt, k_major_descriptor<kDim>(v_s, wg * 64, ks * 16),
+                            k_major_descriptor<kDim>(do_t, 0, ks * 16), ks > 0);
     }
     wgmma_commit();
     wgmma_wait_all();
@@ -357,10 +376,10 @@ void launch_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q,
   const auto *qp = static_cast<const bf16*>(q.data), *kp = static_cast<const bf16*>(k.data);
   const auto *vp = static_cast<const bf16*>(v.data), *op = static_cast<const bf16*>(out.data);
 
-  constexpr int dq_smem = dq_smem_bytes<kDim>();
-  allow_smem<attention_backward_dq_kernel<kDim, kDqBlockN>, dq_smem>();
+  constexpr int dq_smem = dq_smem_bytes<kDim>(), dq_block_n = kDqBlockN<kDim>;
+  allow_smem<attention_backward_dq_kernel<kDim, dq_block_n>, dq_smem>();
   dim3 dq_grid(unsigned(s.batch * s.n_q), unsigned(ceil_div(s.seq_len, kDqBlockM)));
-  attention_backward_dq_kernel<kDim, kDqBlockN><<<dq_grid, kThreads, dq_smem, stream()>>>(
+  attention_backward_dq_kernel<kDim, dq_block_n><<<dq_grid, kThreads, dq_smem, stream()>>>(
       static_cast<bf16*>(d_q.data), delta, dop, qp, kp, vp, op, lse.f32(), s);
   SIGMA_CUDA_LAUNCHED("attention_backward_dq");
 
