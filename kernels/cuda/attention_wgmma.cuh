@@ -75,14 +75,11 @@ __device__ __forceinline__ void wgmma_fence() {
 __device__ __forceinline__ void wgmma_commit() {
   asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-// Waits until at most kPending of this warpgroup's committed wgmma groups are still running.
-template <int kPending>
-__device__ __forceinline__ void wgmma_wait() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+__device__ __forceinline__ void wgmma_wait_all() {
+  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
 }
-__device__ __forceinline__ void wgmma_wait_all() { wgmma_wait<0>(); }
 // Keeps the compiler from touching registers a wgmma still reads or writes: used right
-// after the wait that covers it, on its accumulators and register A operands.
+// after wgmma_wait_all on its accumulators and register A operands.
 __device__ __forceinline__ void register_fence(float& x) { asm volatile("" : "+f"(x)::"memory"); }
 __device__ __forceinline__ void register_fence(uint32_t& x) { asm volatile("" : "+r"(x)::"memory"); }
 template <typename T, int kRows, int kCols>
