@@ -41,7 +41,8 @@ for name, data in embedded:
     png = base64.b64decode(data)
     assert png == open(os.path.join(out, name + ".png"), "rb").read(), f"FAIL: {name} differs"
     w, h, rows = pixels(png, name)
-    colours = {bytes(r[i:i + 3]) for r in rows[::7] for i in range(0, 3 * w, 21)}
+    # Every pixel: a chart of one thin line can fall between the pixels of a sparse grid.
+    colours = {bytes(r[i:i + 3]) for r in rows for i in range(0, 3 * w, 3)}
     assert len(colours) > 3, f"FAIL: {name} looks blank"
 assert "guard: skipped steps, rollbacks</th><td>4, 1" in html, "FAIL: guard counts in the summary"
 assert "guard.rollback" in html, "FAIL: the rollback is not in the events table"
