@@ -209,15 +209,28 @@ void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float e
   SIGMA_ROUTE(c.device(), rmsnorm_forward, out, rstd, inp, weight, eps);
 }
 
+void add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, Tensor a, Tensor b, Tensor weight,
+                         float eps) {
+  Check c("add_rmsnorm_forward", {sum, out, rstd, a, b, weight});
+  c.rmsnorm({out, "out"}, sum, weight, rstd);
+  c.activations({{a, "a"}, {b, "b"}});
+  c.dtype({{a, "a"}, {b, "b"}}, sum.dtype);
+  c.numel({{a, "a"}, {b, "b"}}, sum.numel());
+  SIGMA_ROUTE(c.device(), add_rmsnorm_forward, sum, out, rstd, a, b, weight, eps);
+}
+
 void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                      Tensor rstd) {
+                      Tensor rstd, GradWrite d_inp_write) {
   Check c("rmsnorm_backward", {d_inp, d_weight, d_out, inp, weight, rstd});
   c.rmsnorm({d_out, "d_out"}, inp, weight, rstd);
   c.activations({{d_inp, "d_inp"}});
   c.dtype({{d_weight, "d_weight"}}, DType::kF32);
   c.numel({{d_inp, "d_inp"}}, inp.numel());
   c.numel({{d_weight, "d_weight"}}, weight.numel());
-  SIGMA_ROUTE(c.device(), rmsnorm_backward, d_inp, d_weight, d_out, inp, weight, rstd);
+  SIGMA_CHECK(d_inp_write == GradWrite::kOverwrite || d_inp.data != d_out.data,
+              "rmsnorm_backward: d_inp accumulates, so it cannot alias d_out");
+  SIGMA_ROUTE(c.device(), rmsnorm_backward, d_inp, d_weight, d_out, inp, weight, rstd,
+              d_inp_write);
 }
 
 void rope_forward(Tensor out, Tensor inp, Tensor positions, float theta) {

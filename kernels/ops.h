@@ -42,9 +42,15 @@ void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Te
 // out = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps).
 // out, inp [R, C]; weight [C]; rstd [R] is saved for backward.
 void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps);
-// d_inp (overwrite), d_weight (+=).
+// A residual add and the norm after it in one pass: sum = a + b (stored in sum's dtype), then
+// out = rmsnorm(sum) exactly as rmsnorm_forward computes it from the stored sum. sum may
+// alias a or b.
+void add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, Tensor a, Tensor b, Tensor weight,
+                         float eps);
+// d_inp (overwrite; += with GradWrite::kAccumulate, adding into the residual stream's
+// gradient without a temporary; then it must not alias d_out), d_weight (+=).
 void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                      Tensor rstd);
+                      Tensor rstd, GradWrite d_inp_write = GradWrite::kOverwrite);
 
 // --- RoPE, rotate-half convention of HF Llama --------------------------------------------
 // x [N, H, d] viewed per token position pos[n] (i32 [N]); for i < d/2, with

@@ -128,7 +128,6 @@ void Transformer::layout_acts(Arena& arena) {
 
   d_res_ND_ = arena.take({n, d}, act, "gradient scratch");
   d_h_ND_ = arena.take({n, d}, act, "gradient scratch");
-  d_tmp_ND_ = arena.take({n, d}, act, "gradient scratch");
   attention_grads_ = Attention::layout_grads(arena, config_, n);
   const MoeConfig& moe = config_.moe;
   // Each kind of feed-forward block gets scratch only when some layer uses it.
@@ -185,8 +184,8 @@ void Transformer::forward_layer(size_t l, bool with_mlp) {
   Tensor x = residual_ND_[l], mid = mid_ND_[l];
   ops::rmsnorm_forward(layer.h1_ND, layer.rstd1_N, x, layer.input_layernorm.weight, eps);
   layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
-  ops::add(mid, x, branch_ND_);
-  ops::rmsnorm_forward(layer.h2_ND, layer.rstd2_N, mid, layer.post_attention_layernorm.weight, eps);
+  ops::add_rmsnorm_forward(mid, layer.h2_ND, layer.rstd2_N, x, branch_ND_,
+                           layer.post_attention_layernorm.weight, eps);
   if (with_mlp && layer.mlp) layer.mlp->forward(branch_ND_, layer.h2_ND);
 }
 
@@ -213,15 +212,14 @@ void Transformer::backward(float loss_scale) {
                           loss_scale * float(tokens_per_pass()));
     else
       layer.mlp->backward(d_h_ND_, d_res_ND_, layer.h2_ND, *mlp_grads_);
-    ops::rmsnorm_backward(d_tmp_ND_, accumulating_grad(layer.post_attention_layernorm), d_h_ND_,
-                          mid, layer.post_attention_layernorm.weight, layer.rstd2_N);
-    ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
+    ops::rmsnorm_backward(d_res_ND_, accumulating_grad(layer.post_attention_layernorm), d_h_ND_,
+                          mid, layer.post_attention_layernorm.weight, layer.rstd2_N,
+                          ops::GradWrite::kAccumulate);
     if (recompute_ == Recompute::kAttention)
       layer.attention.forward(branch_ND_, layer.h1_ND, positions_N_);
     layer.attention.backward(d_h_ND_, d_res_ND_, layer.h1_ND, positions_N_, attention_grads_);
-    ops::rmsnorm_backward(d_tmp_ND_, accumulating_grad(layer.input_layernorm), d_h_ND_, x,
-                          layer.input_layernorm.weight, layer.rstd1_N);
-    ops::add(d_res_ND_, d_res_ND_, d_tmp_ND_);
+    ops::rmsnorm_backward(d_res_ND_, accumulating_grad(layer.input_layernorm), d_h_ND_, x,
+                          layer.input_layernorm.weight, layer.rstd1_N, ops::GradWrite::kAccumulate);
     grads_ready(int64_t(l) + 1);
   }
   ops::embedding_backward(accumulating_grad(embed_tokens_), d_res_ND_, tokens_N_);

@@ -108,7 +108,7 @@ class Transformer {
   float head_grad_scale_ = 0;  // the scale the last forward already applied to d_h_ND_, or 0
   Tensor final_ND_, final_rstd_N_, logits_CV_, d_logits_CV_, lse_C_, losses_N_;
   // Gradient scratch, shared by all layers.
-  Tensor d_res_ND_, d_h_ND_, d_tmp_ND_;
+  Tensor d_res_ND_, d_h_ND_;
   AttentionGrads attention_grads_;
   std::optional<MlpGrads> mlp_grads_;
   std::optional<MoeGrads> moe_grads_;

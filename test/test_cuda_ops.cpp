@@ -110,7 +110,8 @@ TEST_CASE("cuda ops: rmsnorm forward and backward match the CPU") {
     cpu::rmsnorm_forward(cpu_view(y, {rows, c}), cpu_view(rstd, {rows}), cpu_view(x, {rows, c}),
                          cpu_view(w, {c}), 1e-6f);
     cpu::rmsnorm_backward(cpu_view(dx, {rows, c}), cpu_view(dw, {c}), cpu_view(dy, {rows, c}),
-                          cpu_view(x, {rows, c}), cpu_view(w, {c}), cpu_view(rstd, {rows}));
+                          cpu_view(x, {rows, c}), cpu_view(w, {c}), cpu_view(rstd, {rows}),
+                          ops::GradWrite::kOverwrite);
     auto gx = to_device(x, {rows, c}, DType::kBF16), gw = to_device(w, {c}, DType::kBF16);
     auto gdy = to_device(dy, {rows, c}, DType::kBF16);
     auto gy = poisoned({rows, c}, DType::kBF16), grstd = poisoned({rows}, DType::kF32);
@@ -118,6 +119,39 @@ TEST_CASE("cuda ops: rmsnorm forward and backward match the CPU") {
     auto gdw = to_device(dw_init, {c}, DType::kF32);
     ops::rmsnorm_forward(gy, grstd, gx, gw, 1e-6f);
     ops::rmsnorm_backward(gdx, gdw, gdy, gx, gw, grstd);
+    CHECK(rel_error(to_host(gy), y) < kBf16Out);
+    CHECK(rel_error(to_host(grstd), rstd) < kF32OutOfBf16);
+    CHECK(rel_error(to_host(gdx), dx) < kBf16Out);
+    CHECK(rel_error(to_host(gdw), dw) < kF32OutOfBf16);
+  }
+}
+
+TEST_CASE("cuda ops: rmsnorm with the residual add in front, and accumulating into d_inp") {
+  SIGMA_REQUIRE_GPU();
+  for (int64_t c : {64, 100, 2048}) {  // 100: the one-element path
+    CAPTURE(c);
+    const int64_t rows = 37;
+    auto a = rounded(random_vector(rows * c, 30), DType::kBF16);
+    auto b = rounded(random_vector(rows * c, 31), DType::kBF16);
+    auto w = rounded(random_vector(c, 32, 0.5), DType::kBF16);
+    auto dy = rounded(random_vector(rows * c, 33), DType::kBF16);
+    auto dx0 = rounded(random_vector(rows * c, 34), DType::kBF16);  // the residual's gradient so far
+    std::vector<float> sum(size_t(rows * c)), y(sum.size()), rstd(static_cast<size_t>(rows)), dx = dx0,
+        dw(size_t(c), 0.0f);
+    cpu::add_rmsnorm_forward(cpu_view(sum, {rows, c}), cpu_view(y, {rows, c}),
+                             cpu_view(rstd, {rows}), cpu_view(a, {rows, c}),
+                             cpu_view(b, {rows, c}), cpu_view(w, {c}), 1e-6f);
+    cpu::rmsnorm_backward(cpu_view(dx, {rows, c}), cpu_view(dw, {c}), cpu_view(dy, {rows, c}),
+                          cpu_view(sum, {rows, c}), cpu_view(w, {c}), cpu_view(rstd, {rows}),
+                          ops::GradWrite::kAccumulate);
+    auto ga = to_device(a, {rows, c}, DType::kBF16), gb = to_device(b, {rows, c}, DType::kBF16);
+    auto gw = to_device(w, {c}, DType::kBF16), gdy = to_device(dy, {rows, c}, DType::kBF16);
+    auto gy = poisoned({rows, c}, DType::kBF16), grstd = poisoned({rows}, DType::kF32);
+    auto gdx = to_device(dx0, {rows, c}, DType::kBF16);
+    auto gdw = to_device(std::vector<float>(static_cast<size_t>(c), 0.0f), {c}, DType::kF32);
+    ops::add_rmsnorm_forward(ga, gy, grstd, ga, gb, gw, 1e-6f);  // the sum over a, as the model
+    ops::rmsnorm_backward(gdx, gdw, gdy, ga, gw, grstd, ops::GradWrite::kAccumulate);
+    CHECK(rel_error(to_host(ga), sum) < kBf16Out);
     CHECK(rel_error(to_host(gy), y) < kBf16Out);
     CHECK(rel_error(to_host(grstd), rstd) < kF32OutOfBf16);
     CHECK(rel_error(to_host(gdx), dx) < kBf16Out);

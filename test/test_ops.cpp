@@ -643,6 +643,40 @@ TEST_CASE("ops: forward parity against naive fp64 twins") { run_parity_rows(Metr
 
 TEST_CASE("ops: backward against finite differences") { run_parity_rows(Metric::kVsFiniteDifferences); }
 
+TEST_CASE("ops: add_rmsnorm_forward and an accumulating rmsnorm_backward equal the ops apart") {
+  Rng rng(12);
+  int64_t rows = 6, c = 19;
+  auto a = randn(rng, rows * c), b = randn(rng, rows * c), w = randn(rng, c), g = randn(rng, rows * c);
+  auto d_res = randn(rng, rows * c);
+  // Apart: add, rmsnorm_forward; rmsnorm_backward into a temporary, add into d_res.
+  std::vector<float> sum(a.size()), y(a.size()), rstd(static_cast<size_t>(rows)), tmp(a.size());
+  std::vector<float> dw(static_cast<size_t>(c), 0.0f), d_res_apart = d_res;
+  ops::add(view(sum, {rows, c}), view(a, {rows, c}), view(b, {rows, c}));
+  ops::rmsnorm_forward(view(y, {rows, c}), view(rstd, {rows}), view(sum, {rows, c}), view(w, {c}),
+                       1e-5f);
+  ops::rmsnorm_backward(view(tmp, {rows, c}), view(dw, {c}), view(g, {rows, c}),
+                        view(sum, {rows, c}), view(w, {c}), view(rstd, {rows}));
+  ops::add(view(d_res_apart, {rows, c}), view(d_res_apart, {rows, c}), view(tmp, {rows, c}));
+  // Fused, the sum written over a as the model does.
+  std::vector<float> fused_a = a, fused_y(a.size(), kNaN), fused_rstd(rstd.size(), kNaN);
+  std::vector<float> fused_dw(dw.size(), 0.0f), d_res_fused = d_res;
+  ops::add_rmsnorm_forward(view(fused_a, {rows, c}), view(fused_y, {rows, c}),
+                           view(fused_rstd, {rows}), view(fused_a, {rows, c}), view(b, {rows, c}),
+                           view(w, {c}), 1e-5f);
+  ops::rmsnorm_backward(view(d_res_fused, {rows, c}), view(fused_dw, {c}), view(g, {rows, c}),
+                        view(fused_a, {rows, c}), view(w, {c}), view(fused_rstd, {rows}),
+                        ops::GradWrite::kAccumulate);
+  CHECK(same_bits(fused_a, sum));
+  CHECK(same_bits(fused_y, y));
+  CHECK(same_bits(fused_rstd, rstd));
+  CHECK(same_bits(d_res_fused, d_res_apart));
+  CHECK(same_bits(fused_dw, dw));
+  // Accumulating into the gradient it reads from is refused.
+  CHECK_THROWS(ops::rmsnorm_backward(view(g, {rows, c}), view(dw, {c}), view(g, {rows, c}),
+                                     view(sum, {rows, c}), view(w, {c}), view(rstd, {rows}),
+                                     ops::GradWrite::kAccumulate));
+}
+
 TEST_CASE("ops: rope_backward inverts rope_forward") {
   Rng rng(5);
   int64_t n = 40, h = 3, d = 32;

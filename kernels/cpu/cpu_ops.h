@@ -20,8 +20,10 @@ void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Te
                      GradWrite write);
 
 void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps);
+void add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, Tensor a, Tensor b, Tensor weight,
+                         float eps);
 void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                      Tensor rstd);
+                      Tensor rstd, GradWrite d_inp_write);
 
 void rope_forward(Tensor out, Tensor inp, Tensor positions, float theta);
 void rope_backward(Tensor d_inp, Tensor d_out, Tensor positions, float theta);

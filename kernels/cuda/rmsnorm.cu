@@ -6,7 +6,9 @@
 // through shared memory when the group spans warps. Rows reach 512 * kPerThread = 8192
 // elements (d_model and head dims of every recipe).
 // Elements move as 16-byte packs (vector_io.cuh) when the row length and the pointers
-// allow, one by one otherwise.
+// allow, one by one otherwise. The forward can first add a residual branch (kAdd: sum = a + b,
+// stored, then normalised as stored); the backward can add its d_inp into the residual
+// stream's gradient (kAccumulate): each saves a separate elementwise pass over [N, D].
 //
 // Backward computes the weight gradient, a column sum over rows, in the same pass: each
 // block takes a contiguous chunk of rows, each thread adds g x rstd for its columns over the
@@ -66,10 +68,12 @@ __device__ __forceinline__ int column_of(int a, int group, int member) {
 
 // Register bounds (ptxas, sm_90a): packs fit 42 registers without spilling, six blocks of 256
 // threads per SM; the one-element path spills under 64, so it gets what it asks for.
-template <typename T, typename W, int kWidth>
+// With kAdd, inp is a, addend is b and sum receives a + b (sum may alias a or b: each thread
+// writes only the elements it read).
+template <typename T, typename W, int kWidth, bool kAdd>
 __global__ void __launch_bounds__(kMaxGroup, kWidth == 1 ? 1 : 3)
-    rmsnorm_forward_kernel(T* out, float* rstd, const T* inp, const W* weight, int64_t rows,
-                           int c, int group, float eps) {
+    rmsnorm_forward_kernel(T* out, float* rstd, const T* inp, const W* weight, T* sum,
+                           const T* addend, int64_t rows, int c, int group, float eps) {
   constexpr int kAccesses = kPerThread / kWidth;
   __shared__ float warp_sums[kMaxGroup / 32];
   const int member = threadIdx.x % group;
@@ -83,6 +87,13 @@ __global__ void __launch_bounds__(kMaxGroup, kWidth == 1 ? 1 : 3)
     const int e = column_of<kWidth>(a, group, member);
     if (!valid || e >= c) continue;
     xs[a] = load_pack<kWidth>(inp + offset + e);
+    if constexpr (kAdd) {
+      Pack<T, kWidth> b = load_pack<kWidth>(addend + offset + e);
+#pragma unroll
+      for (int k = 0; k < kWidth; ++k)
+        xs[a].v[k] = from_float<T>(to_float(xs[a].v[k]) + to_float(b.v[k]));
+      store_pack(sum + offset + e, xs[a]);
+    }
 #pragma unroll
     for (int k = 0; k < kWidth; ++k) {
       float v = to_float(xs[a].v[k]);
@@ -106,13 +117,13 @@ __global__ void __launch_bounds__(kMaxGroup, kWidth == 1 ? 1 : 3)
   if (member == 0) rstd[row] = s;
 }
 
-// d_inp = rstd (w g - x rstd^2 mean(w g x)); partials[chunk, col] = sum over the chunk's
-// rows of g x rstd. Each thread writes only the d_inp elements it read from d_out, so d_inp
-// may alias d_out. The column sums live in shared memory (dynamic, kPerThread floats per
+// d_inp = rstd (w g - x rstd^2 mean(w g x)) (d_inp += that with kAccumulate); partials[chunk,
+// col] = sum over the chunk's rows of g x rstd. Each thread writes only the d_inp elements it
+// read from d_out, so d_inp may alias d_out when it is overwritten. The column sums live in shared memory (dynamic, kPerThread floats per
 // thread, laid out [element][thread] so the updates hit distinct banks): in registers they
 // push the kernel past 64 registers (ptxas: 96-106), half the occupancy; with them in shared
 // memory it fits 64 without spilling, 4 blocks of 256 threads per SM.
-template <typename T, typename W, int kWidth>
+template <typename T, typename W, int kWidth, bool kAccumulate>
 __global__ void __launch_bounds__(kMaxGroup, 2)
     rmsnorm_backward_kernel(T* d_inp, float* partials, const T* d_out, const T* inp,
                             const W* weight, const float* rstd, int64_t rows, int c, int group,
@@ -154,10 +165,13 @@ __global__ void __launch_bounds__(kMaxGroup, 2)
       // The weight again, from L1: holding it across the reduction costs registers.
       Pack<W, kWidth> w = load_pack<kWidth>(weight + e);
       Pack<T, kWidth> dx;
+      if constexpr (kAccumulate) dx = load_pack<kWidth>(d_inp + offset + e);
 #pragma unroll
       for (int k = 0; k < kWidth; ++k) {
         float g = to_float(gs[a].v[k]), x = to_float(xs[a].v[k]);
-        dx.v[k] = from_float<T>(s * (to_float(w.v[k]) * g - x * scale));
+        float d = s * (to_float(w.v[k]) * g - x * scale);
+        if constexpr (kAccumulate) d += to_float(dx.v[k]);
+        dx.v[k] = from_float<T>(d);
         my_sums[(a * kWidth + k) * blockDim.x] += g * x * s;
       }
       store_pack(d_inp + offset + e, dx);
@@ -202,20 +216,23 @@ bool packs_fit(int64_t c, std::initializer_list<const void*> pointers) {
   return true;
 }
 
-template <typename T, typename W, int kWidth>
-void forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps, int64_t rows, int c) {
+// sum and addend: undefined for a plain rmsnorm.
+template <typename T, typename W, int kWidth, bool kAdd>
+void forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, Tensor sum, Tensor addend,
+             float eps, int64_t rows, int c) {
   RowLayout layout = layout_for(c);
   int64_t blocks = ceil_div(rows, layout.rows_per_block());
-  rmsnorm_forward_kernel<T, W, kWidth><<<unsigned(blocks), layout.block, 0, stream()>>>(
+  rmsnorm_forward_kernel<T, W, kWidth, kAdd><<<unsigned(blocks), layout.block, 0, stream()>>>(
       static_cast<T*>(out.data), rstd.f32(), static_cast<const T*>(inp.data),
-      static_cast<const W*>(weight.data), rows, c, layout.group, eps);
+      static_cast<const W*>(weight.data), static_cast<T*>(sum.data),
+      static_cast<const T*>(addend.data), rows, c, layout.group, eps);
 }
 
-template <typename T, typename W, int kWidth>
+template <typename T, typename W, int kWidth, bool kAccumulate>
 void backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
               Tensor rstd, int64_t rows, int c) {
   RowLayout layout = layout_for(c);
-  auto kernel = rmsnorm_backward_kernel<T, W, kWidth>;
+  auto kernel = rmsnorm_backward_kernel<T, W, kWidth, kAccumulate>;
   // One chunk per block the GPU holds at once (a single wave), few enough that the partials
   // fit the scratch; each chunk a whole number of the block's row groups.
   int per_sm = 0;
@@ -239,36 +256,58 @@ void backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor we
   SIGMA_CUDA_LAUNCHED("rmsnorm_weight_finish");
 }
 
-}  // namespace
-
-void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) {
+// A plain rmsnorm (sum, addend undefined) or the add in front of it.
+template <bool kAdd>
+void forward_any(Tensor out, Tensor rstd, Tensor inp, Tensor weight, Tensor sum, Tensor addend,
+                 float eps) {
   int64_t c = inp.size(-1), rows = inp.numel() / c;
   if (rows == 0) return;
-  bool packs = packs_fit(c, {out.data, inp.data, weight.data});
+  bool packs = packs_fit(c, {out.data, inp.data, weight.data}) &&
+               (!kAdd || packs_fit(c, {sum.data, addend.data}));
   SIGMA_DISPATCH_FLOAT(inp.dtype, T, {
     SIGMA_DISPATCH_FLOAT(weight.dtype, W, {
       if (packs)
-        forward<T, W, kPack>(out, rstd, inp, weight, eps, rows, int(c));
+        forward<T, W, kPack, kAdd>(out, rstd, inp, weight, sum, addend, eps, rows, int(c));
       else
-        forward<T, W, 1>(out, rstd, inp, weight, eps, rows, int(c));
+        forward<T, W, 1, kAdd>(out, rstd, inp, weight, sum, addend, eps, rows, int(c));
     });
   });
   SIGMA_CUDA_LAUNCHED("rmsnorm_forward");
 }
 
-void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                      Tensor rstd) {
+template <bool kAccumulate>
+void backward_any(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                  Tensor rstd) {
   int64_t c = inp.size(-1), rows = inp.numel() / c;
   if (rows == 0) return;
   bool packs = packs_fit(c, {d_inp.data, d_out.data, inp.data, weight.data});
   SIGMA_DISPATCH_FLOAT(inp.dtype, T, {
     SIGMA_DISPATCH_FLOAT(weight.dtype, W, {
       if (packs)
-        backward<T, W, kPack>(d_inp, d_weight, d_out, inp, weight, rstd, rows, int(c));
+        backward<T, W, kPack, kAccumulate>(d_inp, d_weight, d_out, inp, weight, rstd, rows, int(c));
       else
-        backward<T, W, 1>(d_inp, d_weight, d_out, inp, weight, rstd, rows, int(c));
+        backward<T, W, 1, kAccumulate>(d_inp, d_weight, d_out, inp, weight, rstd, rows, int(c));
     });
   });
+}
+
+}  // namespace
+
+void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) {
+  forward_any<false>(out, rstd, inp, weight, Tensor{}, Tensor{}, eps);
+}
+
+void add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, Tensor a, Tensor b, Tensor weight,
+                         float eps) {
+  forward_any<true>(out, rstd, a, weight, sum, b, eps);
+}
+
+void rmsnorm_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
+                      Tensor rstd, GradWrite d_inp_write) {
+  if (d_inp_write == GradWrite::kAccumulate)
+    backward_any<true>(d_inp, d_weight, d_out, inp, weight, rstd);
+  else
+    backward_any<false>(d_inp, d_weight, d_out, inp, weight, rstd);
 }
 
 }  // namespace sigma::cuda
