@@ -83,7 +83,7 @@ void print_info(const Recipe& recipe) {
   };
   // The checkpoint writer's host snapshot of the state (fp32 weights and moments,
   // core/checkpoint/async_writer.h): made from a GPU always, on the CPU when writes are async.
-  // (A resume on a GPU reads through a mirror of the same size, freed before training.)
+  // (A resume on a GPU reads one tensor at a time through a host buffer.)
   size_t state = plan.bytes.at("weights") + plan.bytes.at("optimizer state");
   std::map<std::string, size_t> host;
   if (cuda || recipe.checkpoint.async) host["checkpoint copy"] = state;

@@ -30,22 +30,6 @@ std::string find_tokenizer(const std::string& spec, const std::string& dir) {
   fail("{}: the run's tokenizer {} is not found (from here or beside the run)", dir, spec);
 }
 
-// load_checkpoint reads into host memory: device tensors are filled through a host copy, as
-// the trainer resumes (core/train/trainer.cpp, Engine::upload).
-LoadedCheckpoint load_onto_device(const std::string& dir, std::vector<CheckpointTensor> tensors) {
-  std::vector<CheckpointTensor> on_host = tensors;
-  std::vector<Buffer> host;
-  host.reserve(tensors.size());
-  for (CheckpointTensor& t : on_host)
-    if (t.data.device != Device::kCpu) {
-      host.emplace_back(t.data.bytes(), Device::kCpu);
-      t.data = host.back().tensor(0, t.data.shape, t.data.dtype);
-    }
-  LoadedCheckpoint loaded = load_checkpoint(dir, on_host);
-  for (size_t i = 0; i < tensors.size(); ++i) device::copy(tensors[i].data, on_host[i].data);
-  return loaded;
-}
-
 }  // namespace
 
 TrainedModel::TrainedModel(const std::string& path, Device device)
@@ -66,7 +50,7 @@ TrainedModel::TrainedModel(const std::string& path, Device device)
     tensors.push_back({"model/" + p.name, p.param.value, p.shape, 0});
   for (const auto& [name, tensor] : planner_.state_tensors())
     tensors.push_back({"model/" + name, tensor, tensor.shape, 0});
-  LoadedCheckpoint loaded = load_onto_device(dir_, tensors);
+  LoadedCheckpoint loaded = load_checkpoint(dir_, tensors);
   params_.refresh_weights();
   step_ = loaded.step;
   auto phase = loaded.state.ints.find("moe_phase");

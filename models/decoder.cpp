@@ -239,9 +239,8 @@ void Decoder::run(Pass& p, const int32_t* tokens) {
   for (int64_t l = 0; l < config_.n_layers; ++l) {
     ops::rmsnorm_forward(p.h_ND, p.rstd_N, p.x_ND, input_layernorm_[size_t(l)].weight, eps);
     attend(p, l, p.branch_ND);
-    ops::add(p.x_ND, p.x_ND, p.branch_ND);
-    ops::rmsnorm_forward(p.h_ND, p.rstd_N, p.x_ND, post_attention_layernorm_[size_t(l)].weight,
-                         eps);
+    ops::add_rmsnorm_forward(p.x_ND, p.h_ND, p.rstd_N, p.x_ND, p.branch_ND,
+                             post_attention_layernorm_[size_t(l)].weight, eps);
     if (p.moe[size_t(l)])
       p.moe[size_t(l)]->forward(p.branch_ND, p.h_ND);
     else

@@ -15,6 +15,7 @@
 // (about log V each).
 #include "core/random.h"
 #include "cuda_parity.h"
+#include "decoder_config.h"
 #include "infer/sampler.h"
 #include "infer/trained_model.h"
 #include "models/decoder.h"
@@ -32,34 +33,10 @@ namespace {
 
 constexpr double kLogitsBound = 2e-2;
 
-// test_decoder.cpp's three shapes, with widths in multiples of 8 as the CUDA grouped GEMM
-// needs: dense DiffQKV (n_k != n_v) + AugQ, untied; GQA + QK-norm, tied; an MoE with shared
-// expert and expert bias after one dense layer.
-ModelConfig config_of(int kind) {
-  ModelConfig c;
-  c.n_layers = 2;
-  c.d_model = 64;
-  c.d_ff = 96;
-  c.vocab_size = 96;
-  // Far enough from uniform attention for the position mix-up above to show; at 0.2, AugQ's
-  // scores get so sharp that bf16 rounding of the weights alone moves the logits by 9e-2.
-  c.init_std = 0.1;
-  c.attention = {4, 1, 2, 16, 24, 32, false};
-  if (kind >= 1) {
-    c.attention = {4, 2, 2, 16, 16, 0, true};
-    c.tie_embeddings = true;
-  }
-  if (kind == 2) {
-    c.moe.n_experts = 4;
-    c.moe.d_expert = 32;
-    c.moe.n_shared_experts = 1;
-    c.moe.dense_layers = 1;
-    c.moe.top_k = {2};
-    c.moe.renormalize = true;
-    c.moe.bias_update_rate = 0.01;
-  }
-  return c;
-}
+// test/decoder_config.h's shapes at widths the CUDA grouped GEMM takes. init_std 0.1: far
+// enough from uniform attention for the position mix-up above to show; at 0.2, AugQ's scores
+// get so sharp that bf16 rounding of the weights alone moves the logits by 9e-2.
+ModelConfig config_of(int kind) { return test::decoder_test_config(kind, 16, 96, 0.1); }
 
 // A decoder with its own parameters on one device. initialize() draws on the host, so every
 // device starts from the same values; the expert biases get the same nonzero values, so a

@@ -3,6 +3,7 @@
 // weights.
 #include "kernels/ops.h"
 #include "models/decoder.h"
+#include "decoder_config.h"
 #include "tiny_model.h"
 
 #include <doctest/doctest.h>
@@ -23,30 +24,9 @@ struct Owned {
   }
 };
 
-// Dense DiffQKV (n_k != n_v) + AugQ, untied; GQA + QK-norm, tied; an MoE with an expert bias.
-ModelConfig config_of(int kind) {
-  ModelConfig c;
-  c.n_layers = 2;
-  c.d_model = 16;
-  c.d_ff = 24;
-  c.vocab_size = 29;
-  c.init_std = 0.3;  // far from uniform attention, so a wrong position or head shows
-  c.attention = {4, 1, 2, 4, 6, 8, false};
-  if (kind >= 1) {
-    c.attention = {4, 2, 2, 4, 4, 0, true};
-    c.tie_embeddings = true;
-  }
-  if (kind == 2) {
-    c.moe.n_experts = 4;
-    c.moe.d_expert = 8;
-    c.moe.n_shared_experts = 1;
-    c.moe.dense_layers = 1;
-    c.moe.top_k = {2};
-    c.moe.renormalize = true;
-    c.moe.bias_update_rate = 0.01;
-  }
-  return c;
-}
+// test/decoder_config.h's shapes, far from uniform attention (init_std 0.3), so a wrong position
+// or head shows.
+ModelConfig config_of(int kind) { return test::decoder_test_config(kind, 4, 29, 0.3); }
 
 }  // namespace
 

@@ -98,8 +98,9 @@ struct LoadedCheckpoint {
 
 // Fills every tensor of `into` (by name; global shapes must match the index, else a
 // UserError naming the tensor and both shapes) from the checkpoint at `dir`, reading the
-// rows each one asks for from whichever rank files hold them. Verifies each rank file's
-// size and CRC32 against the index before its first read; `state` is rank 0's /state.
+// rows each one asks for from whichever rank files hold them, into host or device memory.
+// Verifies each rank file's size and CRC32 against the index before its first read; `state`
+// is rank 0's /state.
 LoadedCheckpoint load_checkpoint(const std::string& dir, std::vector<CheckpointTensor>& into);
 
 }  // namespace sigma

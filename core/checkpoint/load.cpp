@@ -3,18 +3,21 @@
 // The rows a caller asks for ([row_offset, row_offset + rows) of the global tensor) may lie
 // in several rank files, written by another world size: each piece is one hyperslab read.
 // A rank file is checked against the index (size, then CRC-32 of all its bytes) before its
-// first read, so only the files this rank needs are read in full. Leaves out: reading
-// ranks' files in parallel, and converting dtypes (everything is f32).
+// first read, so only the files this rank needs are read in full. A tensor in device memory
+// is read into a host buffer the size of the largest such tensor, then copied. Leaves out:
+// reading ranks' files in parallel, and converting dtypes (everything is f32).
 #include "core/checkpoint/checkpoint.h"
 
 #include "core/checkpoint/layout.h"
 #include "core/checkpoint/rank_file.h"
 #include "core/checkpoint/verify.h"
 #include "core/error.h"
+#include "kernels/device.h"
 
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <vector>
 
 namespace sigma {
 namespace fs = std::filesystem;
@@ -79,14 +82,23 @@ LoadedCheckpoint load_checkpoint(const std::string& dir, std::vector<CheckpointT
   fs::path dir_path(dir);
   Index index = open_index(dir_path);  // checked against COMMITTED first
   RankFiles files(dir_path, index);
+  std::vector<float> staging;
   for (const CheckpointTensor& tensor : into) {
     std::optional<IndexedTensor> indexed = index.tensor(tensor.name);
     if (!indexed) fail("checkpoint {} has no tensor {}", dir, tensor.name);
     if (!(indexed->global_shape == tensor.global_shape))
       fail("checkpoint {}: {} has shape {} but the model needs {}", dir, tensor.name,
            indexed->global_shape.str(), tensor.global_shape.str());
-    check_host_slice(tensor);
-    read_rows(dir, *indexed, files, tensor);
+    CheckpointTensor target = tensor;
+    const bool staged = tensor.data.device != Device::kCpu;
+    if (staged) {
+      staging.resize(std::max(staging.size(), size_t(tensor.data.numel())));
+      target.data.data = staging.data();
+      target.data.device = Device::kCpu;
+    }
+    check_host_slice(target);
+    read_rows(dir, *indexed, files, target);
+    if (staged) device::copy(tensor.data, target.data);
   }
   LoadedCheckpoint loaded;
   loaded.dir = dir;

@@ -129,35 +129,6 @@ struct Engine {
     return tensors;
   }
 
-  // The same tensors in host memory, where a checkpoint is read into: the device tensors
-  // themselves on the CPU, a mirror on a GPU (kept only until upload()). Saving needs no
-  // mirror: the checkpoint writer copies device tensors to its own host snapshot.
-  std::vector<CheckpointTensor> host_tensors() {
-    std::vector<CheckpointTensor> tensors = device_tensors();
-    if (device == Device::kCpu) return tensors;
-    if (!host_mirror) {
-      host_mirror.emplace(Device::kCpu);
-      for (int pass = 0; pass < 2; ++pass) {
-        mirror.clear();
-        for (const CheckpointTensor& t : tensors)
-          mirror.push_back(host_mirror->take(t.data.shape, t.data.dtype, "checkpoint mirror"));
-        if (pass == 0) host_mirror->allocate();
-      }
-    }
-    for (size_t i = 0; i < tensors.size(); ++i) tensors[i].data = mirror[i];
-    return tensors;
-  }
-
-  // Device <- host mirror, after a load; the mirror is then freed.
-  void upload() {
-    if (device == Device::kCpu) return;
-    std::vector<CheckpointTensor> on_device = device_tensors(), on_host = host_tensors();
-    for (size_t i = 0; i < on_device.size(); ++i) device::copy(on_device[i].data, on_host[i].data);
-    params.refresh_weights();
-    mirror.clear();
-    host_mirror.reset();
-  }
-
   const Recipe& recipe;
   Device device;
   ParameterSet params;
@@ -166,8 +137,6 @@ struct Engine {
   std::optional<AdamW> optimizer;
   std::optional<DataParallel> parallel;
   Buffer inputs_host;
-  std::optional<Arena> host_mirror;
-  std::vector<Tensor> mirror;
 };
 
 struct Progress {
@@ -289,9 +258,9 @@ class Trainer {
 
   // Weights, optimizer state, progress and the loader position from a checkpoint.
   LoadedCheckpoint load(const std::string& dir) {
-    std::vector<CheckpointTensor> tensors = engine_.host_tensors();
+    std::vector<CheckpointTensor> tensors = engine_.device_tensors();
     LoadedCheckpoint loaded = load_checkpoint(dir, tensors);
-    engine_.upload();
+    engine_.params.refresh_weights();
     if (engine_.parallel) engine_.parallel->gather_weights();  // each rank loaded its shard
     const auto& ints = loaded.state.ints;
     auto get = [&](const char* key) {
