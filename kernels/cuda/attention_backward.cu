@@ -59,7 +59,7 @@ __global__ void __launch_bounds__(kThreads)
                                  const bf16* k, const bf16* v, const bf16* out,
                                  const float* lse, Dims s) {
   constexpr int kBlockM = kDqBlockM;
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem[];
   bf16* q_s = reinterpret_cast<bf16*>(smem);
   bf16* do_s = q_s + kBlockM * kDim;
   bf16* k_s = do_s + kBlockM * kDim;     // [2][kBlockN][kDim]
@@ -86,15 +86,15 @@ __global__ void __launch_bounds__(kThreads)
     int64_t ks = k_stride, vs = v_stride;
     asm volatile("" : "+l"(ks), "+l"(vs));
     int k0 = j * kBlockN, rows = min(kBlockN, s.seq_len - k0);
-    load_tile_blocked<kBlockN, kDim, kThreads>(k_s + stage * kBlockN * kDim, k_head + k0 * ks,
-                                               ks, rows, s.d_qk);
-    load_tile_blocked<kBlockN, kDim, kThreads>(v_s + stage * kBlockN * kDim, v_head + k0 * vs,
-                                               vs, rows, s.d_v);
+    load_tile<kBlockN, kDim, kThreads>(k_s + stage * kBlockN * kDim, k_head + k0 * ks,
+                                       ks, rows, s.d_qk);
+    load_tile<kBlockN, kDim, kThreads>(v_s + stage * kBlockN * kDim, v_head + k0 * vs,
+                                       vs, rows, s.d_v);
   };
-  load_tile_blocked<kBlockM, kDim, kThreads>(q_s, q + (row0 + q0) * q_stride + h * s.d_qk,
-                                             q_stride, q_end - q0, s.d_qk);
-  load_tile_blocked<kBlockM, kDim, kThreads>(do_s, d_out + (row0 + q0) * o_stride + h * s.d_v,
-                                             o_stride, q_end - q0, s.d_v);
+  load_tile<kBlockM, kDim, kThreads>(q_s, q + (row0 + q0) * q_stride + h * s.d_qk,
+                                     q_stride, q_end - q0, s.d_qk);
+  load_tile<kBlockM, kDim, kThreads>(do_s, d_out + (row0 + q0) * o_stride + h * s.d_v,
+                                     o_stride, q_end - q0, s.d_v);
   load_kv(0, 0);
   cp_async_commit();
   {  // delta = rowsum(dO * O) while the tiles land: two lanes per row, 8 columns a load.
@@ -197,7 +197,7 @@ __global__ void __launch_bounds__(kThreads)
                                    const bf16* k, const bf16* v, const float* lse,
                                    const float* delta, Dims s, int group) {
   constexpr int kBlockM = kKvBlockM, kBlockN = kKvBlockN;
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem[];
   bf16* k_s = reinterpret_cast<bf16*>(smem);
   bf16* v_s = k_s + kBlockN * kDim;
   bf16* q_s = v_s + kBlockN * kDim;       // [2][kBlockM][kDim]
@@ -221,10 +221,10 @@ __global__ void __launch_bounds__(kThreads)
   auto v_head_of = [&](int h) { return h * s.n_v / s.n_q; };
 
   auto load_kv = [&](int hk, int hv) {
-    load_tile_blocked<kBlockN, kDim, kThreads>(k_s, k + (row0 + k0) * k_stride + hk * s.d_qk,
-                                               k_stride, key_rows, s.d_qk);
-    load_tile_blocked<kBlockN, kDim, kThreads>(v_s, v + (row0 + k0) * v_stride + hv * s.d_v,
-                                               v_stride, key_rows, s.d_v);
+    load_tile<kBlockN, kDim, kThreads>(k_s, k + (row0 + k0) * k_stride + hk * s.d_qk,
+                                       k_stride, key_rows, s.d_qk);
+    load_tile<kBlockN, kDim, kThreads>(v_s, v + (row0 + k0) * v_stride + hv * s.d_v,
+                                       v_stride, key_rows, s.d_v);
   };
   // Q, dO, lse, delta of one query tile. The strides pass through an empty asm so that the
   // chunk offsets are recomputed per step, not kept live beside S^T, dP^T, dK and dV.
@@ -233,12 +233,12 @@ __global__ void __launch_bounds__(kThreads)
     asm volatile("" : "+l"(qs), "+l"(os));
     int h = h_first + step / tiles_per_head, t0 = (i_start + step % tiles_per_head) * kBlockM;
     int rows = min(kBlockM, s.seq_len - t0);
-    load_tile_blocked<kBlockM, kDim, kThreads>(q_s + stage * kBlockM * kDim,
-                                               q + (row0 + t0) * qs + h * s.d_qk, qs, rows,
-                                               s.d_qk);
-    load_tile_blocked<kBlockM, kDim, kThreads>(do_s + stage * kBlockM * kDim,
-                                               d_out + (row0 + t0) * os + h * s.d_v, os, rows,
-                                               s.d_v);
+    load_tile<kBlockM, kDim, kThreads>(q_s + stage * kBlockM * kDim,
+                                       q + (row0 + t0) * qs + h * s.d_qk, qs, rows,
+                                       s.d_qk);
+    load_tile<kBlockM, kDim, kThreads>(do_s + stage * kBlockM * kDim,
+                                       d_out + (row0 + t0) * os + h * s.d_v, os, rows,
+                                       s.d_v);
     const int64_t stat = (int64_t(b) * s.n_q + h) * s.seq_len + t0;
     const int i = threadIdx.x % kBlockM;
     const float* src = threadIdx.x < kBlockM ? lse + stat : delta + stat;

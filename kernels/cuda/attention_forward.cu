@@ -31,7 +31,7 @@ template <int kDim, int kBlockN>
 __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(bf16* out, float* lse, const bf16* q, const bf16* k,
                              const bf16* v, Dims s) {
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(1024) unsigned char smem[];
   bf16* q_s = reinterpret_cast<bf16*>(smem);
   bf16* k_s = q_s + kBlockM * kDim;       // [2][kBlockN][kDim]
   bf16* v_s = k_s + 2 * kBlockN * kDim;  // [2][kBlockN][kDim]
@@ -51,13 +51,13 @@ __global__ void __launch_bounds__(kThreads)
 
   auto load_kv = [&](int j, int stage) {
     int k0 = j * kBlockN, rows = min(kBlockN, s.seq_len - k0);
-    load_tile_blocked<kBlockN, kDim, kThreads>(k_s + stage * kBlockN * kDim,
-                                               k_head + k0 * k_stride, k_stride, rows, s.d_qk);
-    load_tile_blocked<kBlockN, kDim, kThreads>(v_s + stage * kBlockN * kDim,
-                                               v_head + k0 * v_stride, v_stride, rows, s.d_v);
+    load_tile<kBlockN, kDim, kThreads>(k_s + stage * kBlockN * kDim,
+                                       k_head + k0 * k_stride, k_stride, rows, s.d_qk);
+    load_tile<kBlockN, kDim, kThreads>(v_s + stage * kBlockN * kDim,
+                                       v_head + k0 * v_stride, v_stride, rows, s.d_v);
   };
-  load_tile_blocked<kBlockM, kDim, kThreads>(q_s, q + (row0 + q0) * q_stride + h * s.d_qk,
-                                             q_stride, q_end - q0, s.d_qk);
+  load_tile<kBlockM, kDim, kThreads>(q_s, q + (row0 + q0) * q_stride + h * s.d_qk,
+                                     q_stride, q_end - q0, s.d_qk);
   load_kv(0, 0);
   cp_async_commit();
   cp_async_wait_all();

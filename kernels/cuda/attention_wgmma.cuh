@@ -1,9 +1,10 @@
 // attention_wgmma.cuh: Hopper warpgroup matrix instructions (wgmma.mma_async, sm_90a) for the
 // flash-attention kernels, and the shared-memory tile layout they read.
 //
-// wgmma reads its shared-memory operands through a 64-bit descriptor. With no swizzle the
-// layout is made of "core matrices": 8 rows of 16 bytes (8 bf16) stored contiguously (128 B).
-// Tiles here are [rows][kDim] cut into such blocks, the blocks of one 8-row group side by
+// wgmma reads its shared-memory operands through a 64-bit descriptor. At kDim 64 and 128 the
+// tiles are 128B-swizzled (kSwizzled, below). At kDim 96 they have no swizzle: the layout is
+// made of "core matrices", 8 rows of 16 bytes (8 bf16) stored contiguously (128 B), and
+// tiles are [rows][kDim] cut into such blocks, the blocks of one 8-row group side by
 // side (column block c at +128 c bytes), row groups kDim * 16 bytes apart. The same tile
 // serves both operand majors (PTX ISA, "Matrix Descriptor"; CUTLASS's canonical layouts):
 // - K-major (K along the 16-byte rows, e.g. K in S = Q K^T): K-adjacent core matrices are
@@ -15,10 +16,10 @@
 // (dev/attention/NOTES.md). Accumulators of m64nNk16 are, per warp of the warpgroup (16 rows
 // each), the same registers as N/8 mma.sync m16n8 blocks, and a register A operand has the
 // mma.sync A layout (attention_common.cuh), so softmax tiles become A operands in place.
-// No swizzle: the core matrices are 128 contiguous bytes, read without bank conflicts.
 #pragma once
 
 #include "kernels/cuda/attention_common.cuh"
+#include "kernels/cuda/grouped_matmul_sm90.cuh"
 
 namespace sigma::cuda::attention {
 
@@ -28,21 +29,44 @@ __device__ __forceinline__ int blocked(int r, int c) {
   return (r >> 3) * (kDim * 8) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
 }
 
+// At kDim 64 and 128 tiles are instead 128B-swizzled (the layout a TMA copy with
+// CU_TENSOR_MAP_SWIZZLE_128B writes, grouped_matmul_sm90.cuh): each 8-row group holds kDim / 64
+// swizzle atoms of 1024 bytes side by side, an atom being 8 rows of 128 bytes (64 columns)
+// whose 16-byte chunks are XORed with the row modulo 8; tiles are 1024-byte aligned, and wgmma
+// reads them through swizzled descriptors. Their loads read whole rows: eight threads fetch
+// 128 contiguous bytes (one L2 request of four sectors) and write eight different bank
+// groups. The blocked layout puts a chunk's bank group at its row modulo 8, so a conflict-free
+// phase there reads eight rows, 16 bytes each: one sector per L2 request (Nsight Compute on
+// the d64 forward: 128.5 M requests for 128.5 M sectors, L2 at 90% of its peak; swizzled,
+// 28%). kDim 96 stays blocked: its 32-column rest is not a whole atom.
+template <int kDim>
+constexpr bool kSwizzled = kDim != 96;
+
 // Rows [0, rows) and columns [0, cols) of a bf16 matrix with `row_stride` elements per row
-// into a blocked [kRows][kDim] tile, zero-filling the rest, with cp.async. Consecutive
-// threads fill consecutive 16-byte slots of a core matrix (no bank conflicts); each 8-thread
-// group reads one 16-byte chunk of 8 rows, and a warp four adjacent chunks (64 bytes a row).
+// into a [kRows][kDim] tile (swizzled or blocked), zero-filling the rest, with cp.async.
+// Blocked: consecutive threads fill consecutive 16-byte slots of a core matrix (no bank
+// conflicts); each 8-thread group reads one 16-byte chunk of 8 rows. Swizzled: each 8-thread
+// group reads one row.
 template <int kRows, int kDim, int kThreads>
-__device__ __forceinline__ void load_tile_blocked(bf16* dst, const bf16* src, int64_t row_stride,
-                                                  int rows, int cols) {
+__device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int64_t row_stride,
+                                          int rows, int cols) {
   constexpr int kChunksPerRow = kDim / 8, kChunks = kRows * kChunksPerRow;
 #pragma unroll
   for (int i = 0; i < (kChunks + kThreads - 1) / kThreads; ++i) {
     int c = int(threadIdx.x) + i * kThreads;
     if (kChunks % kThreads != 0 && c >= kChunks) break;
-    int r = c % 8 + c / (8 * kChunksPerRow) * 8, col = c / 8 % kChunksPerRow * 8;
+    int r, col, slot;
+    if constexpr (kSwizzled<kDim>) {
+      r = c / kChunksPerRow;
+      col = c % kChunksPerRow * 8;
+      slot = r / 8 * (8 * kDim) + col / 64 * 512 + r % 8 * 64 + (c % 8 ^ r % 8) * 8;
+    } else {
+      r = c % 8 + c / (8 * kChunksPerRow) * 8;
+      col = c / 8 % kChunksPerRow * 8;
+      slot = blocked<kDim>(r, col);
+    }
     bool valid = r < rows && col < cols;
-    cp_async_16(dst + blocked<kDim>(r, col), valid ? src + r * row_stride + col : src, valid);
+    cp_async_16(dst + slot, valid ? src + r * row_stride + col : src, valid);
   }
 }
 
@@ -53,15 +77,25 @@ __device__ __forceinline__ uint64_t matrix_descriptor(const bf16* start, uint32_
          uint64_t((stride_bytes & 0x3FFFF) >> 4) << 32;  // no swizzle, base offset 0
 }
 
-// Operand at (row0, k0) of a blocked tile whose rows are M or N and columns K.
+// Operand at (row0, k0) of a tile whose rows are M or N and columns K. Swizzled: 8-row groups
+// kDim * 16 bytes apart; a k step of 16 moves the start 32 bytes inside its atom.
 template <int kDim>
 __device__ __forceinline__ uint64_t k_major_descriptor(const bf16* tile, int row0, int k0) {
-  return matrix_descriptor(tile + blocked<kDim>(row0, k0), 128, kDim * 16);
+  if constexpr (kSwizzled<kDim>)
+    return sm90::matrix_descriptor(smem_address(tile + row0 * kDim + k0 / 64 * 512 + k0 % 64),
+                                   16, kDim * 16);
+  else
+    return matrix_descriptor(tile + blocked<kDim>(row0, k0), 128, kDim * 16);
 }
-// Operand at (k0, n0) of a blocked tile whose rows are K and columns N.
+// Operand at (k0, n0) of a tile whose rows are K and columns N. Swizzled: N is one 64-wide
+// atom (n0 a multiple of 64), 8-row groups of K kDim * 16 bytes apart.
 template <int kDim>
 __device__ __forceinline__ uint64_t mn_major_descriptor(const bf16* tile, int k0, int n0) {
-  return matrix_descriptor(tile + blocked<kDim>(k0, n0), kDim * 16, 128);
+  if constexpr (kSwizzled<kDim>)
+    return sm90::matrix_descriptor(smem_address(tile + k0 * kDim + n0 / 64 * 512), 1024,
+                                   kDim * 16);
+  else
+    return matrix_descriptor(tile + blocked<kDim>(k0, n0), kDim * 16, 128);
 }
 
 // Shared memory written by cp.async (the generic proxy) and read next by wgmma (the async
