@@ -17,7 +17,8 @@ std::string describe();
 
 void* allocate(size_t bytes);  // zeroed; fails with a clear error when memory runs out
 void release(void* data, size_t bytes);
-void zero(void* data, size_t bytes);
+// Zeroes `bytes` at `data` in host memory, or in device memory (ordered on the compute stream).
+void zero(void* data, size_t bytes, Device where);
 // Copies between tensors of equal bytes on any devices (host<->device, device<->device).
 // Ordered on the compute stream; a copy to the host waits until its data has arrived.
 void copy(Tensor dst, Tensor src);

@@ -5,7 +5,6 @@
 #include "kernels/ops.h"
 
 #include <algorithm>
-#include <cstring>
 #include <exception>
 #include <numeric>
 #include <vector>
@@ -67,10 +66,7 @@ void linear_backward(Tensor d_inp, const Param& p, Tensor d_out, Tensor inp) {
 
 Tensor accumulating_grad(const Param& p) {
   if (*p.grad_stale) {
-    if (p.grad.device == Device::kCpu)
-      std::memset(p.grad.data, 0, p.grad.bytes());
-    else
-      device::zero(p.grad.data, p.grad.bytes());
+    device::zero(p.grad.data, p.grad.bytes(), p.grad.device);
     *p.grad_stale = false;
   }
   return p.grad;

@@ -123,11 +123,7 @@ Tensor Buffer::tensor(size_t byte_offset, Shape shape, DType dtype) const {
 }
 
 void Buffer::zero() {
-  if (!data_) return;
-  if (device_ == Device::kCpu)
-    std::memset(data_, 0, bytes_);
-  else
-    device::zero(data_, bytes_);
+  if (data_) device::zero(data_, bytes_, device_);
 }
 
 }  // namespace sigma

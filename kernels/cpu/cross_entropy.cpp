@@ -2,8 +2,9 @@
 //
 // Stable form: lse = log(sum exp(z - max)) + max, loss = lse - z[target], with the sum in
 // double. Backward reads lse from forward instead of keeping probabilities, so it is one
-// elementwise pass and d_logits can overwrite logits in place. A negative target marks a row to ignore (padding); targets
-// at or past V are a user error (data built for a bigger vocabulary).
+// elementwise pass and d_logits can overwrite logits in place. A negative target marks a row
+// to ignore (padding); targets at or past V are a user error (data built for a bigger
+// vocabulary).
 #include "kernels/cpu/cpu_ops.h"
 
 #include <algorithm>

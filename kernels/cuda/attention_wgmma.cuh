@@ -19,7 +19,7 @@
 #pragma once
 
 #include "kernels/cuda/attention_common.cuh"
-#include "kernels/cuda/grouped_matmul_sm90.cuh"
+#include "kernels/cuda/sm90.cuh"
 
 namespace sigma::cuda::attention {
 
@@ -30,7 +30,7 @@ __device__ __forceinline__ int blocked(int r, int c) {
 }
 
 // At kDim 64 and 128 tiles are instead 128B-swizzled (the layout a TMA copy with
-// CU_TENSOR_MAP_SWIZZLE_128B writes, grouped_matmul_sm90.cuh): each 8-row group holds kDim / 64
+// CU_TENSOR_MAP_SWIZZLE_128B writes, sm90.cuh): each 8-row group holds kDim / 64
 // swizzle atoms of 1024 bytes side by side, an atom being 8 rows of 128 bytes (64 columns)
 // whose 16-byte chunks are XORed with the row modulo 8; tiles are 1024-byte aligned, and wgmma
 // reads them through swizzled descriptors. Their loads read whole rows: eight threads fetch

@@ -115,8 +115,11 @@ void release(void* data, size_t bytes) {
   live_bytes -= bytes;
 }
 
-void zero(void* data, size_t bytes) {
-  SIGMA_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, cuda::stream()));
+void zero(void* data, size_t bytes, Device where) {
+  if (where == Device::kCpu)
+    std::memset(data, 0, bytes);
+  else
+    SIGMA_CUDA_CHECK(cudaMemsetAsync(data, 0, bytes, cuda::stream()));
 }
 
 void copy(Tensor dst, Tensor src) {

@@ -22,11 +22,12 @@
 // gradient reduces over an expert's rows in blocks of 64: rows of the last block past the
 // expert's end are zeroed in shared memory before the MMA. Experts with no rows get no tiles
 // when the weight gradient accumulates (it is left untouched), and tiles that store zeros when
-// it is overwritten (GradWrite::kOverwrite, which halves the gradient's traffic). TMA reads outside a tensor as zeros, so O and I
-// need not be multiples of the tile, only of 8 (TMA rows are multiples of 16 bytes).
+// it is overwritten (GradWrite::kOverwrite, which halves the gradient's traffic). TMA reads
+// outside a tensor as zeros, so O and I need not be multiples of the tile, only of 8 (TMA rows
+// are multiples of 16 bytes).
 // dev/grouped_matmul/README.md has the measurements behind these choices.
 #include "kernels/cuda/cuda_ops.h"
-#include "kernels/cuda/grouped_matmul_sm90.cuh"
+#include "kernels/cuda/sm90.cuh"
 #include "kernels/cuda/runtime.h"
 
 #include <cuda.h>
@@ -492,7 +493,8 @@ void backward_with(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tens
   int64_t e = weight.size(0), o = weight.size(1), i = weight.size(2), r = inp.size(0);
   const bool overwrite = write == GradWrite::kOverwrite;
   if (r == 0) {  // no rows at all: a zero gradient
-    if (overwrite) SIGMA_CUDA_CHECK(cudaMemsetAsync(d_weight.data, 0, d_weight.bytes(), stream()));
+    if (overwrite)
+      SIGMA_CUDA_CHECK(cudaMemsetAsync(d_weight.data, 0, d_weight.bytes(), stream()));
     return;
   }
   if (d_inp.defined()) {

@@ -99,7 +99,8 @@ void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Te
   int64_t o = weight.size(0), i = weight.size(1), n = inp.numel() / i;
   const bool accumulate = write == GradWrite::kAccumulate;
   if (n == 0) {  // no rows: a zero gradient
-    if (!accumulate) SIGMA_CUDA_CHECK(cudaMemsetAsync(d_weight.data, 0, d_weight.bytes(), stream()));
+    if (!accumulate)
+      SIGMA_CUDA_CHECK(cudaMemsetAsync(d_weight.data, 0, d_weight.bytes(), stream()));
     return;
   }
   // d_inp^T [I, N] = W^T [I, O] (stored as is) . d_out^T [O, N].

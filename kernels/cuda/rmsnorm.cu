@@ -119,10 +119,11 @@ __global__ void __launch_bounds__(kMaxGroup, kWidth == 1 ? 1 : 3)
 
 // d_inp = rstd (w g - x rstd^2 mean(w g x)) (d_inp += that with kAccumulate); partials[chunk,
 // col] = sum over the chunk's rows of g x rstd. Each thread writes only the d_inp elements it
-// read from d_out, so d_inp may alias d_out when it is overwritten. The column sums live in shared memory (dynamic, kPerThread floats per
-// thread, laid out [element][thread] so the updates hit distinct banks): in registers they
-// push the kernel past 64 registers (ptxas: 96-106), half the occupancy; with them in shared
-// memory it fits 64 without spilling, 4 blocks of 256 threads per SM.
+// read from d_out, so d_inp may alias d_out when it is overwritten. The column sums live in
+// shared memory (dynamic, kPerThread floats per thread, laid out [element][thread] so the
+// updates hit distinct banks): in registers they push the kernel past 64 registers (ptxas:
+// 96-106), half the occupancy; with them in shared memory it fits 64 without spilling, 4
+// blocks of 256 threads per SM.
 template <typename T, typename W, int kWidth, bool kAccumulate>
 __global__ void __launch_bounds__(kMaxGroup, 2)
     rmsnorm_backward_kernel(T* d_inp, float* partials, const T* d_out, const T* inp,
@@ -284,9 +285,11 @@ void backward_any(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tenso
   SIGMA_DISPATCH_FLOAT(inp.dtype, T, {
     SIGMA_DISPATCH_FLOAT(weight.dtype, W, {
       if (packs)
-        backward<T, W, kPack, kAccumulate>(d_inp, d_weight, d_out, inp, weight, rstd, rows, int(c));
+        backward<T, W, kPack, kAccumulate>(d_inp, d_weight, d_out, inp, weight, rstd, rows,
+                                           int(c));
       else
-        backward<T, W, 1, kAccumulate>(d_inp, d_weight, d_out, inp, weight, rstd, rows, int(c));
+        backward<T, W, 1, kAccumulate>(d_inp, d_weight, d_out, inp, weight, rstd, rows,
+                                       int(c));
     });
   });
 }

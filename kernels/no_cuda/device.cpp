@@ -11,7 +11,10 @@ std::string describe() { return "no GPU (this sigma was built without CUDA: -DSI
 
 void* allocate(size_t) { fail("--device cuda needs a sigma built with -DSIGMA_CUDA=ON"); }
 void release(void*, size_t) {}
-void zero(void*, size_t) { fail("device memory needs the CUDA backend"); }
+void zero(void* data, size_t bytes, Device where) {
+  if (where != Device::kCpu) fail("device memory needs the CUDA backend");
+  std::memset(data, 0, bytes);
+}
 
 void copy(Tensor dst, Tensor src) {
   SIGMA_CHECK(dst.device == Device::kCpu && src.device == Device::kCpu,

@@ -1,5 +1,6 @@
-// grouped_matmul_sm90.cuh: the Hopper (sm_90a) building blocks of the grouped matmul kernel:
-// mbarriers, bulk tensor copies (TMA), and warpgroup MMAs (wgmma) on 128-byte-swizzled tiles.
+// sm90.cuh: Hopper (sm_90a) building blocks: mbarriers, bulk tensor copies (TMA), and warpgroup
+// MMAs (wgmma) on 128-byte-swizzled tiles, for the grouped matmul (grouped_matmul.cu) and the
+// swizzled descriptors of the flash attention (attention_wgmma.cuh).
 //
 // Each is one PTX instruction with its operands spelled out (PTX ISA 8.x, sections
 // "mbarrier", "cp.async.bulk.tensor" and "wgmma"). Tiles are laid out the way a TMA copy with
