@@ -94,6 +94,7 @@ TEST_CASE("cuda attention: forward and backward match the CPU on DiffQKV shapes"
       {1, 333, 16, 4, 4, 96, 96},    // d 96
       {2, 130, 8, 2, 4, 128, 128},   // d 128
       {1, 150, 8, 4, 2, 64, 96},     // d_qk != d_v, more K heads than V heads
+      {1, 190, 8, 2, 2, 80, 88},     // both padded to 96: zero-filled inside the 32-wide panel
       {1, 97, 12, 4, 6, 32, 32},     // n_k, n_v not multiples of each other; d 32 padded to 64
       {3, 7, 4, 1, 2, 64, 64},       // fewer rows than one tile
   };

@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   cp_async_wait_all();
-  fence_proxy_async();
+  fence_async_shared();
   __syncthreads();
 
   const int row_q[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
@@ -149,13 +149,13 @@ __global__ void __launch_bounds__(kThreads)
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kDim / 16; ++ks) {
-      Wgmma<kBlockN, 0>::ss(sc, k_major_descriptor<kDim>(q_s, wg * 64, ks * 16),
-                            k_major_descriptor<kDim>(k_t, 0, ks * 16), ks > 0);
-      Wgmma<kBlockN, 0>::ss(dp, k_major_descriptor<kDim>(do_s, wg * 64, ks * 16),
-                            k_major_descriptor<kDim>(v_t, 0, ks * 16), ks > 0);
+      Wgmma<kBlockN, 0>::ss(sc, k_major_descriptor<kBlockM, kDim>(q_s, wg * 64, ks * 16),
+                            k_major_descriptor<kBlockN, kDim>(k_t, 0, ks * 16), ks > 0);
+      Wgmma<kBlockN, 0>::ss(dp, k_major_descriptor<kBlockM, kDim>(do_s, wg * 64, ks * 16),
+                            k_major_descriptor<kBlockN, kDim>(v_t, 0, ks * 16), ks > 0);
     }
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<0>();
     register_fence(sc);
     register_fence(dp);
 
@@ -177,14 +177,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
       wgmma_rs_wide<kDim, 1>(dq, da[kk], [&](int n0) {
-        return mn_major_descriptor<kDim>(k_t, kk * 16, n0);
+        return mn_major_descriptor<kBlockN, kDim>(k_t, kk * 16, n0);
       });
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<0>();
     register_fence(dq);
     register_fence(da);
     cp_async_wait_all();
-    fence_proxy_async();
+    fence_async_shared();
     __syncthreads();
   }
   store_rows<kDim>(d_q + row0 * q_stride + h * s.d_qk, q_stride, q0 + warp * 16, s.seq_len,
@@ -251,7 +251,7 @@ __global__ void __launch_bounds__(kThreads)
   load_step(0, 0);
   cp_async_commit();
   cp_async_wait_all();
-  fence_proxy_async();
+  fence_async_shared();
   __syncthreads();
 
   float dk[kDim / 8][4] = {}, dv[kDim / 8][4] = {};
@@ -278,7 +278,7 @@ __global__ void __launch_bounds__(kThreads)
       load_kv(hk, hv);  // the barrier closing the last step freed the K/V tiles
       cp_async_commit();
       cp_async_wait_all();
-      fence_proxy_async();
+      fence_async_shared();
       __syncthreads();
     }
     if (step + 1 < steps) {
@@ -297,13 +297,13 @@ __global__ void __launch_bounds__(kThreads)
     wgmma_fence();
 #pragma unroll
     for (int ks = 0; ks < kDim / 16; ++ks) {
-      Wgmma<kBlockM, 0>::ss(st, k_major_descriptor<kDim>(k_s, wg * 64, ks * 16),
-                            k_major_descriptor<kDim>(q_t, 0, ks * 16), ks > 0);
-      Wgmma<kBlockM, 0>::ss(dpt, k_major_descriptor<kDim>(v_s, wg * 64, ks * 16),
-                            k_major_descriptor<kDim>(do_t, 0, ks * 16), ks > 0);
+      Wgmma<kBlockM, 0>::ss(st, k_major_descriptor<kBlockN, kDim>(k_s, wg * 64, ks * 16),
+                            k_major_descriptor<kBlockM, kDim>(q_t, 0, ks * 16), ks > 0);
+      Wgmma<kBlockM, 0>::ss(dpt, k_major_descriptor<kBlockN, kDim>(v_s, wg * 64, ks * 16),
+                            k_major_descriptor<kBlockM, kDim>(do_t, 0, ks * 16), ks > 0);
     }
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<0>();
     register_fence(st);
     register_fence(dpt);
 
@@ -334,20 +334,20 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
       wgmma_rs_wide<kDim, 1>(dv, pa[kk], [&](int n0) {
-        return mn_major_descriptor<kDim>(do_t, kk * 16, n0);
+        return mn_major_descriptor<kBlockM, kDim>(do_t, kk * 16, n0);
       });
       wgmma_rs_wide<kDim, 1>(dk, da[kk], [&](int n0) {
-        return mn_major_descriptor<kDim>(q_t, kk * 16, n0);
+        return mn_major_descriptor<kBlockM, kDim>(q_t, kk * 16, n0);
       });
     }
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<0>();
     register_fence(dv);
     register_fence(dk);
     register_fence(pa);
     register_fence(da);
     cp_async_wait_all();
-    fence_proxy_async();
+    fence_async_shared();
     __syncthreads();
   }
   store_rows<kDim>(d_k_rows + cur_hk * s.d_qk, k_stride, k0 + warp * 16, s.seq_len, s.d_qk, dk,

@@ -14,6 +14,7 @@
 #pragma once
 
 #include "kernels/cuda/runtime.h"
+#include "kernels/cuda/sm90.cuh"
 
 #include <cuda_bf16.h>
 
@@ -23,6 +24,7 @@
 namespace sigma::cuda::attention {
 
 using bf16 = __nv_bfloat16;
+using sm90::smem_address;
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr float kLn2 = 0.6931471805599453f;
@@ -55,10 +57,6 @@ inline void check_supported(const char* op, const Dims& s, const Tensor& q) {
     if (d < 8 || d > 128 || d % 8 != 0)
       fail("{}: head dims must be multiples of 8 from 8 to 128 on CUDA (d_qk {}, d_v {})", op,
            s.d_qk, s.d_v);
-}
-
-__device__ __forceinline__ uint32_t smem_address(const void* p) {
-  return uint32_t(__cvta_generic_to_shared(p));
 }
 
 // 16 bytes global -> shared, asynchronously; zero-filled (nothing read) when !valid.

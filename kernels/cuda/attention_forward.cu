@@ -61,7 +61,7 @@ __global__ void __launch_bounds__(kThreads)
   load_kv(0, 0);
   cp_async_commit();
   cp_async_wait_all();
-  fence_proxy_async();
+  fence_async_shared();
   __syncthreads();
 
   float o[kDim / 8][4] = {};
@@ -84,10 +84,10 @@ __global__ void __launch_bounds__(kThreads)
     for (int ks = 0; ks < kDim / 16; ++ks)
 #pragma unroll
       for (int n0 = 0; n0 < kBlockN; n0 += 64)
-        Wgmma<64, 0>::ss(sc + n0 / 8, k_major_descriptor<kDim>(q_s, wg * 64, ks * 16),
-                         k_major_descriptor<kDim>(k_t, n0, ks * 16));
+        Wgmma<64, 0>::ss(sc + n0 / 8, k_major_descriptor<kBlockM, kDim>(q_s, wg * 64, ks * 16),
+                         k_major_descriptor<kBlockN, kDim>(k_t, n0, ks * 16));
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<0>();
     register_fence(sc);
 
     const int k0 = j * kBlockN;
@@ -136,14 +136,14 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk)
       wgmma_rs_wide<kDim, 1>(o, pa[kk], [&](int n0) {
-        return mn_major_descriptor<kDim>(v_t, kk * 16, n0);
+        return mn_major_descriptor<kBlockN, kDim>(v_t, kk * 16, n0);
       });
     wgmma_commit();
-    wgmma_wait_all();
+    wgmma_wait<0>();
     register_fence(o);
     register_fence(pa);
     cp_async_wait_all();  // tile j + 1 has landed...
-    fence_proxy_async();
+    fence_async_shared();
     __syncthreads();      // ...and no warp still reads tile j's buffers
   }
 

@@ -1,21 +1,26 @@
 // attention_wgmma.cuh: Hopper warpgroup matrix instructions (wgmma.mma_async, sm_90a) for the
 // flash-attention kernels, and the shared-memory tile layout they read.
 //
-// wgmma reads its shared-memory operands through a 64-bit descriptor. At kDim 64 and 128 the
-// tiles are 128B-swizzled (kSwizzled, below). At kDim 96 they have no swizzle: the layout is
-// made of "core matrices", 8 rows of 16 bytes (8 bf16) stored contiguously (128 B), and
-// tiles are [rows][kDim] cut into such blocks, the blocks of one 8-row group side by
-// side (column block c at +128 c bytes), row groups kDim * 16 bytes apart. The same tile
-// serves both operand majors (PTX ISA, "Matrix Descriptor"; CUTLASS's canonical layouts):
-// - K-major (K along the 16-byte rows, e.g. K in S = Q K^T): K-adjacent core matrices are
-//   128 B apart (leading byte offset), 8-row groups kDim * 16 B (stride byte offset);
-// - MN-major (N along the rows, e.g. V in O = P V, transposed with imm-trans-b = 1):
-//   N-adjacent core matrices 128 B apart (stride byte offset), K-adjacent kDim * 16 B
-//   (leading byte offset).
-// That order was checked on an H200: the swapped one gives wrong results or faults
-// (dev/attention/NOTES.md). Accumulators of m64nNk16 are, per warp of the warpgroup (16 rows
-// each), the same registers as N/8 mma.sync m16n8 blocks, and a register A operand has the
-// mma.sync A layout (attention_common.cuh), so softmax tiles become A operands in place.
+// A [kRows][kDim] tile is stored as column panels, each its rows one after another: kDim / 64
+// panels of 64 columns, 128B-swizzled (rows of 128 bytes whose 16-byte chunks are XORed with
+// the row modulo 8), and at kDim 96 a last panel of 32 columns, 64B-swizzled (rows of 64 bytes,
+// chunks XORed with the row / 2 modulo 4). These are the layouts a TMA copy with
+// CU_TENSOR_MAP_SWIZZLE_128B / _64B writes (sm90.cuh); tiles are 1024-byte aligned and a panel
+// starts a multiple of kRows x 128 bytes in (kRows >= 64), so the address bits the hardware
+// XORs with are the row's. wgmma reads a panel through a swizzled
+// descriptor, K-major (K along the rows, e.g. K in S = Q K^T) or MN-major (N along the rows,
+// e.g. V in O = P V, with imm-trans-b = 1); one wgmma never spans two panels (K steps are 16
+// wide, N chunks 64 or 32: wgmma_rs_wide).
+//
+// Why swizzled: a 16-byte chunk's bank group is its position in the 128-byte row, so eight
+// threads can fetch one contiguous row (one L2 request of four sectors) and still write eight
+// bank groups. The unswizzled core-matrix layout this replaced made a conflict-free phase read
+// eight rows, 16 bytes each: one sector per L2 request (Nsight Compute on the d64 forward:
+// 128.5 M requests for 128.5 M sectors, L2 at 90% of its peak; swizzled, 28%).
+//
+// Accumulators of m64nNk16 are, per warp of the warpgroup (16 rows each), the same registers
+// as N/8 mma.sync m16n8 blocks, and a register A operand has the mma.sync A layout
+// (attention_common.cuh), so softmax tiles become A operands in place.
 #pragma once
 
 #include "kernels/cuda/attention_common.cuh"
@@ -23,97 +28,91 @@
 
 namespace sigma::cuda::attention {
 
-// Element offset of (r, c) in a blocked [rows][kDim] tile.
-template <int kDim>
-__device__ __forceinline__ int blocked(int r, int c) {
-  return (r >> 3) * (kDim * 8) + (c >> 3) * 64 + (r & 7) * 8 + (c & 7);
+// Shared memory written by cp.async (the generic proxy) and read next by wgmma (the async
+// proxy): each writing thread fences (fence_async_shared) after its copies land, before the
+// barrier.
+using sm90::fence_async_shared;
+using sm90::wgmma_commit;
+using sm90::wgmma_fence;
+using sm90::wgmma_wait;
+
+template <int kRows, int kDim>
+struct TileLayout {
+  static_assert(kRows % 64 == 0 && (kDim == 64 || kDim == 96 || kDim == 128));
+  static constexpr int kWidePanels = kDim / 64;
+  static constexpr bool kNarrowPanel = kDim % 64 != 0;
+  // The width of the panel holding column c, and the element where that panel starts.
+  static __device__ __forceinline__ constexpr int width(int c) {
+    return c < kWidePanels * 64 ? 64 : 32;
+  }
+  static __device__ __forceinline__ constexpr int panel(int c) { return c / 64 * 64 * kRows; }
+};
+
+// Element offset of 16-byte chunk j of row r in a panel kWidth columns wide.
+template <int kWidth>
+__device__ __forceinline__ int swizzled_chunk(int r, int j) {
+  return r * kWidth + (j ^ (kWidth == 64 ? r % 8 : r / 2 % 4)) * 8;
 }
 
-// At kDim 64 and 128 tiles are instead 128B-swizzled (the layout a TMA copy with
-// CU_TENSOR_MAP_SWIZZLE_128B writes, sm90.cuh): each 8-row group holds kDim / 64
-// swizzle atoms of 1024 bytes side by side, an atom being 8 rows of 128 bytes (64 columns)
-// whose 16-byte chunks are XORed with the row modulo 8; tiles are 1024-byte aligned, and wgmma
-// reads them through swizzled descriptors. Their loads read whole rows: eight threads fetch
-// 128 contiguous bytes (one L2 request of four sectors) and write eight different bank
-// groups. The blocked layout puts a chunk's bank group at its row modulo 8, so a conflict-free
-// phase there reads eight rows, 16 bytes each: one sector per L2 request (Nsight Compute on
-// the d64 forward: 128.5 M requests for 128.5 M sectors, L2 at 90% of its peak; swizzled,
-// 28%). kDim 96 stays blocked: its 32-column rest is not a whole atom.
-template <int kDim>
-constexpr bool kSwizzled = kDim != 96;
-
-// Rows [0, rows) and columns [0, cols) of a bf16 matrix with `row_stride` elements per row
-// into a [kRows][kDim] tile (swizzled or blocked), zero-filling the rest, with cp.async.
-// Blocked: consecutive threads fill consecutive 16-byte slots of a core matrix (no bank
-// conflicts); each 8-thread group reads one 16-byte chunk of 8 rows. Swizzled: each 8-thread
-// group reads one row.
-template <int kRows, int kDim, int kThreads>
-__device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int64_t row_stride,
-                                          int rows, int cols) {
-  constexpr int kChunksPerRow = kDim / 8, kChunks = kRows * kChunksPerRow;
+// Rows [0, rows) and columns [0, cols) of a bf16 matrix (`row_stride` elements per row) into
+// kPanels side-by-side panels kWidth wide of kRows rows, zero-filling the rest, with cp.async.
+// Consecutive threads take consecutive 16-byte chunks of a row, so each 8-thread phase reads
+// 128 contiguous bytes (one 64-column panel row, or two rows of a 32-column panel) and writes
+// one swizzled 128-byte span: eight bank groups.
+template <int kRows, int kWidth, int kPanels, int kThreads>
+__device__ __forceinline__ void load_panels(bf16* dst, const bf16* src, int64_t row_stride,
+                                            int rows, int cols) {
+  constexpr int kPerPanelRow = kWidth / 8, kPerRow = kPerPanelRow * kPanels;
+  constexpr int kChunks = kRows * kPerRow;
 #pragma unroll
   for (int i = 0; i < (kChunks + kThreads - 1) / kThreads; ++i) {
-    int c = int(threadIdx.x) + i * kThreads;
+    const int c = int(threadIdx.x) + i * kThreads;
     if (kChunks % kThreads != 0 && c >= kChunks) break;
-    int r, col, slot;
-    if constexpr (kSwizzled<kDim>) {
-      r = c / kChunksPerRow;
-      col = c % kChunksPerRow * 8;
-      slot = r / 8 * (8 * kDim) + col / 64 * 512 + r % 8 * 64 + (c % 8 ^ r % 8) * 8;
-    } else {
-      r = c % 8 + c / (8 * kChunksPerRow) * 8;
-      col = c / 8 % kChunksPerRow * 8;
-      slot = blocked<kDim>(r, col);
-    }
-    bool valid = r < rows && col < cols;
-    cp_async_16(dst + slot, valid ? src + r * row_stride + col : src, valid);
+    const int r = c / kPerRow, p = c / kPerPanelRow % kPanels, j = c % kPerPanelRow;
+    const int col = p * kWidth + j * 8;
+    const bool valid = r < rows && col < cols;
+    cp_async_16(dst + p * kWidth * kRows + swizzled_chunk<kWidth>(r, j),
+                valid ? src + r * row_stride + col : src, valid);
   }
 }
 
-__device__ __forceinline__ uint64_t matrix_descriptor(const bf16* start, uint32_t leading_bytes,
-                                                      uint32_t stride_bytes) {
-  return uint64_t((smem_address(start) & 0x3FFFF) >> 4) |
-         uint64_t((leading_bytes & 0x3FFFF) >> 4) << 16 |
-         uint64_t((stride_bytes & 0x3FFFF) >> 4) << 32;  // no swizzle, base offset 0
+// A [kRows][kDim] tile: its 64-wide panels, then the 32-wide one (compile-time: no branch).
+template <int kRows, int kDim, int kThreads>
+__device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int64_t row_stride,
+                                          int rows, int cols) {
+  using Layout = TileLayout<kRows, kDim>;
+  constexpr int kWide = Layout::kWidePanels * 64;
+  load_panels<kRows, 64, Layout::kWidePanels, kThreads>(dst, src, row_stride, rows, cols);
+  if constexpr (Layout::kNarrowPanel)
+    load_panels<kRows, 32, 1, kThreads>(dst + kWide * kRows, src + kWide, row_stride, rows,
+                                        cols - kWide);
 }
 
-// Operand at (row0, k0) of a tile whose rows are M or N and columns K. Swizzled: 8-row groups
-// kDim * 16 bytes apart; a k step of 16 moves the start 32 bytes inside its atom.
-template <int kDim>
+template <int kRows, int kDim>
+__device__ __forceinline__ uint64_t panel_descriptor(const bf16* start, int column,
+                                                     uint32_t leading) {
+  const int width = TileLayout<kRows, kDim>::width(column);
+  return sm90::matrix_descriptor(smem_address(start), leading, width * 16,  // 8 rows
+                                 width == 64 ? sm90::Swizzle::k128B : sm90::Swizzle::k64B);
+}
+// Operand at (row0, k0) of a tile whose rows are M or N and columns K: a k step of 16 moves
+// the start 32 bytes along the panel's row (the hardware applies the swizzle to the address).
+template <int kRows, int kDim>
 __device__ __forceinline__ uint64_t k_major_descriptor(const bf16* tile, int row0, int k0) {
-  if constexpr (kSwizzled<kDim>)
-    return sm90::matrix_descriptor(smem_address(tile + row0 * kDim + k0 / 64 * 512 + k0 % 64),
-                                   16, kDim * 16);
-  else
-    return matrix_descriptor(tile + blocked<kDim>(row0, k0), 128, kDim * 16);
+  using Layout = TileLayout<kRows, kDim>;
+  return panel_descriptor<kRows, kDim>(
+      tile + Layout::panel(k0) + row0 * Layout::width(k0) + k0 % 64, k0, 16);
 }
-// Operand at (k0, n0) of a tile whose rows are K and columns N. Swizzled: N is one 64-wide
-// atom (n0 a multiple of 64), 8-row groups of K kDim * 16 bytes apart.
-template <int kDim>
+// Operand at (k0, n0) of a tile whose rows are K and columns N, n0 a panel's first column.
+template <int kRows, int kDim>
 __device__ __forceinline__ uint64_t mn_major_descriptor(const bf16* tile, int k0, int n0) {
-  if constexpr (kSwizzled<kDim>)
-    return sm90::matrix_descriptor(smem_address(tile + k0 * kDim + n0 / 64 * 512), 1024,
-                                   kDim * 16);
-  else
-    return matrix_descriptor(tile + blocked<kDim>(k0, n0), kDim * 16, 128);
+  using Layout = TileLayout<kRows, kDim>;
+  return panel_descriptor<kRows, kDim>(tile + Layout::panel(n0) + k0 * Layout::width(n0), n0,
+                                       kRows * 128);
 }
 
-// Shared memory written by cp.async (the generic proxy) and read next by wgmma (the async
-// proxy): each writing thread fences after its copies land, before the barrier.
-__device__ __forceinline__ void fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_fence() {
-  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_commit() {
-  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-__device__ __forceinline__ void wgmma_wait_all() {
-  asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
-}
 // Keeps the compiler from touching registers a wgmma still reads or writes: used right
-// after wgmma_wait_all on its accumulators and register A operands.
+// after wgmma_wait<0> on its accumulators and register A operands.
 __device__ __forceinline__ void register_fence(float& x) { asm volatile("" : "+f"(x)::"memory"); }
 __device__ __forceinline__ void register_fence(uint32_t& x) { asm volatile("" : "+r"(x)::"memory"); }
 template <typename T, int kRows, int kCols>

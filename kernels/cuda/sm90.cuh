@@ -1,6 +1,6 @@
 // sm90.cuh: Hopper (sm_90a) building blocks: mbarriers, bulk tensor copies (TMA), and warpgroup
-// MMAs (wgmma) on 128-byte-swizzled tiles, for the grouped matmul (grouped_matmul.cu) and the
-// swizzled descriptors of the flash attention (attention_wgmma.cuh).
+// MMAs (wgmma) on swizzled tiles, for the grouped matmul (grouped_matmul.cu) and the flash
+// attention (attention_wgmma.cuh, which adds 64B-swizzled panels at head dim 96).
 //
 // Each is one PTX instruction with its operands spelled out (PTX ISA 8.x, sections
 // "mbarrier", "cp.async.bulk.tensor" and "wgmma"). Tiles are laid out the way a TMA copy with
@@ -104,14 +104,20 @@ __device__ __forceinline__ void grow_registers() {
 
 // --- wgmma ---------------------------------------------------------------------------------------
 
-// A shared-memory matrix descriptor for a 128B-swizzled tile (PTX "Matrix Descriptor Format"):
-// start address, leading and stride byte offsets (all >> 4), swizzle mode 1 = 128B.
-// K-major: stride = 1024 (8 rows of 128 B), leading unused. MN-major: leading = the distance
-// between 64-element blocks along M/N, stride = 1024 (8 rows of K).
+// The swizzle modes of a matrix descriptor (its bits 62-63). 128B: rows of 128 bytes whose
+// 16-byte chunks are XORed with the row modulo 8 (1024-byte atoms); 64B: rows of 64 bytes,
+// chunks XORed with the row / 2 modulo 4 (512-byte atoms).
+enum class Swizzle : uint64_t { k128B = 1, k64B = 2 };
+
+// A shared-memory matrix descriptor for a swizzled tile (PTX "Matrix Descriptor Format"):
+// start address, leading and stride byte offsets (all >> 4), swizzle mode.
+// K-major: stride = 8 rows (1024 bytes at 128B), leading unused. MN-major: leading = the
+// distance between blocks of 64 (128B) elements along M/N, stride = 8 rows of K.
 __device__ __forceinline__ uint64_t matrix_descriptor(uint32_t smem, uint32_t leading,
-                                                      uint32_t stride) {
+                                                      uint32_t stride,
+                                                      Swizzle swizzle = Swizzle::k128B) {
   return uint64_t((smem & 0x3FFFF) >> 4) | uint64_t((leading & 0x3FFFF) >> 4) << 16 |
-         uint64_t((stride & 0x3FFFF) >> 4) << 32 | uint64_t(1) << 62;
+         uint64_t((stride & 0x3FFFF) >> 4) << 32 | uint64_t(swizzle) << 62;
 }
 
 // Before the first wgmma that reads accumulators other instructions wrote.
