@@ -191,7 +191,7 @@ void matmul_forward(Tensor out, Tensor inp, Tensor weight) {
 }
 
 void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                     GradWrite write) {
+                     GradWrite write, GradWrite input_write) {
   Check c("matmul_backward", {d_inp, d_weight, d_out, inp, weight});
   c.matmul({d_out, "d_out"}, inp, weight);
   c.dtype({{d_weight, "d_weight"}}, DType::kF32);
@@ -200,7 +200,8 @@ void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Te
     c.activations({{d_inp, "d_inp"}});
     c.numel({{d_inp, "d_inp"}}, inp.numel());
   }
-  SIGMA_ROUTE(c.device(), matmul_backward, d_inp, d_weight, d_out, inp, weight, write);
+  SIGMA_ROUTE(c.device(), matmul_backward, d_inp, d_weight, d_out, inp, weight, write,
+              input_write);
 }
 
 void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps) {

@@ -33,10 +33,12 @@ void embedding_backward(Tensor d_weight, Tensor d_out, Tensor tokens);
 // --- matmul (a bias-free Linear) ---------------------------------------------------------
 // out = inp @ weight^T.   out [N, O], inp [N, I], weight [O, I] (HF's [out, in] layout).
 void matmul_forward(Tensor out, Tensor inp, Tensor weight);
-// d_inp = d_out @ weight (overwrite; skipped if undefined); d_weight += d_out^T @ inp (= with
-// GradWrite::kOverwrite).
+// d_inp = d_out @ weight (skipped if undefined; += with input_write kAccumulate, which sums the
+// input gradients of several Linears reading one input in their products, without an add);
+// d_weight += d_out^T @ inp (= with write kOverwrite).
 void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                     GradWrite write = GradWrite::kAccumulate);
+                     GradWrite write = GradWrite::kAccumulate,
+                     GradWrite input_write = GradWrite::kOverwrite);
 
 // --- RMSNorm over the last dimension ------------------------------------------------------
 // out = inp * rstd * weight, rstd = 1 / sqrt(mean(inp^2) + eps).

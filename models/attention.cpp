@@ -63,7 +63,6 @@ AttentionGrads Attention::layout_grads(Arena& arena, const ModelConfig& config, 
   g.d_v_NV = take({n, a.n_v * a.d_v});
   g.d_q1_NQ = take({n, q});
   g.d_q2_NQ = take({n, q});
-  g.d_q3_NQ = take({n, q});
   g.d_k1_NK = take({n, k});
   g.d_k2_NK = take({n, k});
   if (a.d_augq > 0) {
@@ -71,7 +70,6 @@ AttentionGrads Attention::layout_grads(Arena& arena, const ModelConfig& config, 
     g.d_gate_NA = take({n, a.d_augq});
     g.d_up_NA = take({n, a.d_augq});
   }
-  g.d_tmp_ND = take({n, config.d_model});
   return g;
 }
 
@@ -151,16 +149,14 @@ void Attention::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, Tensor pos
     linear_backward(g.d_act_NA, p_.q_down_proj, d_q, a_.act_NA);
     ops::swiglu_backward(g.d_gate_NA, g.d_up_NA, g.d_act_NA, a_.gate_NA, a_.up_NA);
     linear_backward(d_qa, p_.q_gate_proj, g.d_gate_NA, a_.q_NQ);
-    linear_backward(g.d_q3_NQ, p_.q_up_proj, g.d_up_NA, a_.q_NQ);
-    ops::add(d_qa, d_qa, g.d_q3_NQ);
+    linear_backward(d_qa, p_.q_up_proj, g.d_up_NA, a_.q_NQ, ops::GradWrite::kAccumulate);
     d_q = d_qa;
   }
-  // h feeds q_proj, k_proj and v_proj: d_h is the sum of their three input gradients.
+  // h feeds q_proj, k_proj and v_proj: d_h is the sum of their three input gradients, the
+  // last two added by their products.
   linear_backward(d_h_ND, p_.q_proj, d_q, h_ND);
-  linear_backward(g.d_tmp_ND, p_.k_proj, d_k, h_ND);
-  ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
-  linear_backward(g.d_tmp_ND, p_.v_proj, g.d_v_NV, h_ND);
-  ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
+  linear_backward(d_h_ND, p_.k_proj, d_k, h_ND, ops::GradWrite::kAccumulate);
+  linear_backward(d_h_ND, p_.v_proj, g.d_v_NV, h_ND, ops::GradWrite::kAccumulate);
 }
 
 }  // namespace sigma

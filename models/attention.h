@@ -36,10 +36,9 @@ struct AttentionActs {
 // Gradient scratch shared by all layers (one layer's backward runs at a time).
 struct AttentionGrads {
   Tensor d_y_NO, d_v_NV;
-  Tensor d_q1_NQ, d_q2_NQ, d_q3_NQ;  // Q-shaped gradients along the RoPE / norm / AugQ chain
+  Tensor d_q1_NQ, d_q2_NQ;           // Q-shaped gradients along the RoPE / norm / AugQ chain
   Tensor d_k1_NK, d_k2_NK;
   Tensor d_act_NA, d_gate_NA, d_up_NA;
-  Tensor d_tmp_ND;                   // one projection's share of d_h before it is summed
 };
 
 class Attention {

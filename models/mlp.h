@@ -11,7 +11,7 @@
 namespace sigma {
 
 struct MlpGrads {
-  Tensor d_act_NF, d_gate_NF, d_up_NF, d_tmp_ND;
+  Tensor d_act_NF, d_gate_NF, d_up_NF;
 };
 
 class Mlp {
@@ -25,12 +25,13 @@ class Mlp {
   // The SwiGLU product silu(gate) * up, which down_proj reads in forward and backward
   // recomputes: blocks that never run at the same time can be given one buffer.
   void layout_scratch(Arena& arena, const std::string& category);
-  static MlpGrads layout_grads(Arena& arena, const ModelConfig& config, int64_t tokens,
-                               int64_t width);
+  static MlpGrads layout_grads(Arena& arena, int64_t tokens, int64_t width);
 
   void forward(Tensor out_ND, Tensor h_ND);
-  // d_h_ND (overwrite) from d_out_ND; parameter gradients as take_grad_write says.
-  void backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MlpGrads& scratch);
+  // d_h_ND (overwrite, or += with input_write kAccumulate) from d_out_ND; parameter gradients
+  // as take_grad_write says.
+  void backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MlpGrads& scratch,
+                ops::GradWrite input_write = ops::GradWrite::kOverwrite);
 
  private:
   const ModelConfig& config_;

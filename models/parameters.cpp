@@ -60,8 +60,9 @@ ops::GradWrite take_grad_write(const Param& p) {
   return ops::GradWrite::kOverwrite;
 }
 
-void linear_backward(Tensor d_inp, const Param& p, Tensor d_out, Tensor inp) {
-  ops::matmul_backward(d_inp, p.grad, d_out, inp, p.weight, take_grad_write(p));
+void linear_backward(Tensor d_inp, const Param& p, Tensor d_out, Tensor inp,
+                     ops::GradWrite input_write) {
+  ops::matmul_backward(d_inp, p.grad, d_out, inp, p.weight, take_grad_write(p), input_write);
 }
 
 Tensor accumulating_grad(const Param& p) {

@@ -37,8 +37,10 @@ ops::GradWrite take_grad_write(const Param& p);
 // if it is stale.
 Tensor accumulating_grad(const Param& p);
 // The backward of a bias-free Linear with weight p (ops::matmul_backward): d_inp = d_out @ W
-// (skipped if undefined), and p's gradient written as take_grad_write says.
-void linear_backward(Tensor d_inp, const Param& p, Tensor d_out, Tensor inp);
+// (skipped if undefined; += with input_write kAccumulate, for a second Linear reading the same
+// input), and p's gradient written as take_grad_write says.
+void linear_backward(Tensor d_inp, const Param& p, Tensor d_out, Tensor inp,
+                     ops::GradWrite input_write = ops::GradWrite::kOverwrite);
 
 // Which rows of a whole tensor a rank holds: all of them, except for experts split over an
 // expert-parallel group, where a rank holds experts [row_offset, row_offset + shape[0]) of

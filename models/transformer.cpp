@@ -132,7 +132,7 @@ void Transformer::layout_acts(Arena& arena) {
   const MoeConfig& moe = config_.moe;
   // Each kind of feed-forward block gets scratch only when some layer uses it.
   if (!moe.enabled() || moe.dense_layers > 0)
-    mlp_grads_ = Mlp::layout_grads(arena, config_, n, config_.d_ff);
+    mlp_grads_ = Mlp::layout_grads(arena, n, config_.d_ff);
   if (moe.enabled()) moe_grads_ = MoeLayer::layout_grads(arena, config_, n, ep_size_);
 
   if (arena.allocated()) {

@@ -28,26 +28,31 @@ using test::to_host;
 
 constexpr double kBf16Out = 1e-2, kF32OutOfBf16 = 2e-3, kF32 = 1e-5;
 
+// Both gradients with the same GradWrite: += onto 0.5 (d_weight) and onto rounded random values
+// (d_inp), or = over NaN.
 TEST_CASE("cuda ops: matmul forward and backward match the CPU in bf16 and fp32") {
   SIGMA_REQUIRE_GPU();
   for (ops::GradWrite write : {ops::GradWrite::kAccumulate, ops::GradWrite::kOverwrite})
   for (DType dtype : {DType::kBF16, DType::kF32}) {
     const int64_t n = 77, in = 96, out = 40;
+    const bool accumulate = write == ops::GradWrite::kAccumulate;
     auto x = rounded(random_vector(n * in, 1), dtype), w = rounded(random_vector(out * in, 2, 0.1), dtype);
     auto dy = rounded(random_vector(n * out, 3), dtype);
-    std::vector<float> y(size_t(n * out)), dx(size_t(n * in)), dw(size_t(out * in), 0.5f);
-    auto dw_init = dw;
+    std::vector<float> y(size_t(n * out)), dw(size_t(out * in), 0.5f);
+    std::vector<float> dx = accumulate ? rounded(random_vector(n * in, 7), dtype)
+                                       : std::vector<float>(size_t(n * in));
+    auto dw_init = dw, dx_init = dx;
     cpu::matmul_forward(cpu_view(y, {n, out}), cpu_view(x, {n, in}), cpu_view(w, {out, in}));
     cpu::matmul_backward(cpu_view(dx, {n, in}), cpu_view(dw, {out, in}), cpu_view(dy, {n, out}),
-                         cpu_view(x, {n, in}), cpu_view(w, {out, in}), write);
+                         cpu_view(x, {n, in}), cpu_view(w, {out, in}), write, write);
     auto gx = to_device(x, {n, in}, dtype), gw = to_device(w, {out, in}, dtype);
     auto gdy = to_device(dy, {n, out}, dtype);
-    auto gy = poisoned({n, out}, dtype), gdx = poisoned({n, in}, dtype);
-    // += onto 0.5, or = over NaN
-    auto gdw = write == ops::GradWrite::kAccumulate ? to_device(dw_init, {out, in}, DType::kF32)
-                                                    : poisoned({out, in}, DType::kF32);
+    auto gy = poisoned({n, out}, dtype);
+    auto gdx = accumulate ? to_device(dx_init, {n, in}, dtype) : poisoned({n, in}, dtype);
+    auto gdw = accumulate ? to_device(dw_init, {out, in}, DType::kF32)
+                          : poisoned({out, in}, DType::kF32);
     ops::matmul_forward(gy, gx, gw);
-    ops::matmul_backward(gdx, gdw, gdy, gx, gw, write);
+    ops::matmul_backward(gdx, gdw, gdy, gx, gw, write, write);
     double bound = dtype == DType::kF32 ? kF32 : kBf16Out;
     CHECK(rel_error(to_host(gy), y) < bound);
     CHECK(rel_error(to_host(gdx), dx) < bound);

@@ -367,26 +367,30 @@ std::vector<float> minus(const std::vector<float>& after, const std::vector<floa
   return d;
 }
 
-// d_weight accumulates onto random values, or overwrites NaN (GradWrite::kOverwrite).
+// d_weight accumulates onto random values, or overwrites NaN (GradWrite::kOverwrite); d_inp
+// overwrites NaN, or accumulates onto random values (input_write kAccumulate).
 double matmul_backward_error(Rng& rng, int64_t n, int64_t i, int64_t o, bool with_d_inp,
                              MatmulSplit split,
-                             ops::GradWrite write = ops::GradWrite::kAccumulate) {
+                             ops::GradWrite write = ops::GradWrite::kAccumulate,
+                             ops::GradWrite input_write = ops::GradWrite::kOverwrite) {
   auto x = randn(rng, n * i), w = randn(rng, o * i), g = randn(rng, n * o);
-  std::vector<float> d_x(x.size(), kNaN), d_w0 = randn(rng, o * i), d_w = d_w0;
+  std::vector<float> d_x(x.size(), kNaN), d_x0(x.size(), 0.0f);
+  std::vector<float> d_w0 = randn(rng, o * i), d_w = d_w0;
   if (write == ops::GradWrite::kOverwrite) {
     std::fill(d_w.begin(), d_w.end(), kNaN);
     std::fill(d_w0.begin(), d_w0.end(), 0.0f);
   }
+  if (input_write == ops::GradWrite::kAccumulate) d_x = d_x0 = randn(rng, n * i);
   Tensor d_x_t = with_d_inp ? view(d_x, {n, i}) : Tensor{};
   BlasThreads blas(split);
   ops::matmul_backward(d_x_t, view(d_w, {o, i}), view(g, {n, o}), view(x, {n, i}), view(w, {o, i}),
-                       write);
+                       write, input_write);
   auto xd = cast<double>(x), wd = cast<double>(w);
   double err = rel_error(minus(d_w, d_w0), numeric_gradient(wd, [&](const std::vector<double>& p) {
                            return weighted_sum(g, naive_matmul(xd, p, n, i, o));
                          }));
   if (with_d_inp)
-    err = std::max(err, rel_error(d_x, numeric_gradient(xd, [&](const std::vector<double>& p) {
+    err = std::max(err, rel_error(minus(d_x, d_x0), numeric_gradient(xd, [&](const std::vector<double>& p) {
                                     return weighted_sum(g, naive_matmul(p, wd, n, i, o));
                                   })));
   return err;
@@ -593,6 +597,16 @@ const std::vector<ParityRow>& parity_table() {
        M::kVsFiniteDifferences, fp32_sum_bound(7), gradient([](Rng& r) {
          return matmul_backward_error(r, 5, 7, 3, true, MatmulSplit::kOpenMp,
                                       ops::GradWrite::kOverwrite);
+       })},
+      {"matmul_backward", "N 5, I 7, O 3, d_inp accumulated, OpenBLAS threads",
+       M::kVsFiniteDifferences, fp32_sum_bound(7), gradient([](Rng& r) {
+         return matmul_backward_error(r, 5, 7, 3, true, MatmulSplit::kOpenBlas,
+                                      ops::GradWrite::kAccumulate, ops::GradWrite::kAccumulate);
+       })},
+      {"matmul_backward", "N 5, I 7, O 3, d_inp accumulated, OpenMP rows",
+       M::kVsFiniteDifferences, fp32_sum_bound(7), gradient([](Rng& r) {
+         return matmul_backward_error(r, 5, 7, 3, true, MatmulSplit::kOpenMp,
+                                      ops::GradWrite::kAccumulate, ops::GradWrite::kAccumulate);
        })},
       {"rmsnorm_backward", "R 4, C 9", M::kVsFiniteDifferences, fp32_sum_bound(9),
        gradient([](Rng& r) { return rmsnorm_backward_error(r, 4, 9); })},

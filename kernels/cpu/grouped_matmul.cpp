@@ -54,7 +54,7 @@ void grouped_matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor
     }
     Tensor d_inp_e = d_inp.defined() ? d_inp.slice_rows(b, end) : Tensor{};
     cpu::matmul_backward(d_inp_e, d_weight_e, d_out.slice_rows(b, end), inp.slice_rows(b, end),
-                         expert_matrix(weight, e), write);
+                         expert_matrix(weight, e), write, GradWrite::kOverwrite);
   }
 }
 

@@ -46,19 +46,20 @@ void matmul_forward(Tensor out, Tensor inp, Tensor weight) {
 }
 
 void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                     GradWrite write) {
+                     GradWrite write, GradWrite input_write) {
   const int o = int(weight.size(0)), i = int(weight.size(1)), n = int(inp.numel() / i);
   const float *x = inp.f32(), *w = weight.f32(), *dy = d_out.f32();
   float* dw = d_weight.f32();
   float* dx = d_inp.defined() ? d_inp.f32() : nullptr;
   const float beta = write == GradWrite::kAccumulate ? 1.0f : 0.0f;
+  const float input_beta = input_write == GradWrite::kAccumulate ? 1.0f : 0.0f;
 #pragma omp parallel if (split_over_openmp())
   {
-    // d_inp [N, I] = d_out [N, O] @ weight [O, I], by rows of N.
+    // d_inp [N, I] (+)= d_out [N, O] @ weight [O, I], by rows of N.
     Rows r = my_rows(n);
     if (dx && r.count() > 0)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, r.count(), i, o, 1.0f,
-                  dy + int64_t(r.begin) * o, o, w, i, 0.0f, dx + int64_t(r.begin) * i, i);
+                  dy + int64_t(r.begin) * o, o, w, i, input_beta, dx + int64_t(r.begin) * i, i);
     // d_weight [O, I] += d_out^T [O, N] @ inp [N, I], by rows of O; beta = 1 accumulates
     // micro-batches (0 overwrites), and each row still sums over all N tokens in one call.
     Rows c = my_rows(o);

@@ -18,7 +18,7 @@ void embedding_backward(Tensor d_weight, Tensor d_out, Tensor tokens);
 
 void matmul_forward(Tensor out, Tensor inp, Tensor weight);
 void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                     GradWrite write);
+                     GradWrite write, GradWrite input_write);
 
 void rmsnorm_forward(Tensor out, Tensor rstd, Tensor inp, Tensor weight, float eps);
 void add_rmsnorm_forward(Tensor sum, Tensor out, Tensor rstd, Tensor a, Tensor b, Tensor weight,

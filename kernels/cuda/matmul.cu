@@ -3,7 +3,8 @@
 // Row-major tensors are column-major transposes, so out [N, O] = inp [N, I] @ W[O, I]^T is
 // the column-major product out^T = W^T' inp^T with W read transposed. The weight gradient
 // is written straight into the fp32 gradient, with beta = 1 to accumulate micro-batches
-// without a temporary, or beta = 0 to overwrite (ops.h, GradWrite). TF32 is never used: fp32
+// without a temporary, or beta = 0 to overwrite (ops.h, GradWrite); an input gradient may
+// likewise be added into (beta = 1 on bf16: the sum is rounded once). TF32 is never used: fp32
 // operands get a true fp32 product, which the parity tests rely on.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/runtime.h"
@@ -95,7 +96,7 @@ void matmul_forward(Tensor out, Tensor inp, Tensor weight) {
 }
 
 void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Tensor weight,
-                     GradWrite write) {
+                     GradWrite write, GradWrite input_write) {
   int64_t o = weight.size(0), i = weight.size(1), n = inp.numel() / i;
   const bool accumulate = write == GradWrite::kAccumulate;
   if (n == 0) {  // no rows: a zero gradient
@@ -103,10 +104,11 @@ void matmul_backward(Tensor d_inp, Tensor d_weight, Tensor d_out, Tensor inp, Te
       SIGMA_CUDA_CHECK(cudaMemsetAsync(d_weight.data, 0, d_weight.bytes(), stream()));
     return;
   }
-  // d_inp^T [I, N] = W^T [I, O] (stored as is) . d_out^T [O, N].
+  // d_inp^T [I, N] (+)= W^T [I, O] (stored as is) . d_out^T [O, N].
   if (d_inp.defined())
-    gemm({false, false, i, n, o, weight.dtype, d_out.dtype, d_inp.dtype, false}, weight.data,
-         d_out.data, d_inp.data);
+    gemm({false, false, i, n, o, weight.dtype, d_out.dtype, d_inp.dtype,
+          input_write == GradWrite::kAccumulate},
+         weight.data, d_out.data, d_inp.data);
   // d_W^T [I, O] (+)= inp^T [I, N] . d_out [N, O]  (B = d_out^T stored O x N, transposed).
   gemm({false, true, i, o, n, inp.dtype, d_out.dtype, DType::kF32, accumulate}, inp.data,
        d_out.data, d_weight.data);

@@ -106,9 +106,8 @@ MoeGrads MoeLayer::layout_grads(Arena& arena, const ModelConfig& config, int64_t
     g.d_y_expert_buf = arena.take({rows * ep_size, d}, act, scratch);
   }
   g.d_probs_buf = arena.take({rows}, DType::kF32, scratch);
-  g.d_tmp_ND = arena.take({tokens, d}, act, scratch);
   if (config.moe.n_shared_experts > 0)
-    g.shared = Mlp::layout_grads(arena, config, tokens, config.moe.shared_width());
+    g.shared = Mlp::layout_grads(arena, tokens, config.moe.shared_width());
   return g;
 }
 
@@ -162,12 +161,8 @@ void MoeLayer::backward(Tensor d_h_ND, Tensor d_out_ND, Tensor h_ND, const MoeGr
     experts_.backward(d_x, d_y, dispatcher_.x_RD(), dispatcher_.tokens_per_expert(), g.experts);
   }
   dispatcher_.dispatch_backward(d_h_ND, d_x);
-  router_.backward(g.d_tmp_ND, d_probs, h_ND, aux_scale, g.router);
-  ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
-  if (shared_) {
-    shared_->backward(g.d_tmp_ND, d_out_ND, h_ND, *g.shared);
-    ops::add(d_h_ND, d_h_ND, g.d_tmp_ND);
-  }
+  router_.backward(d_h_ND, d_probs, h_ND, aux_scale, g.router);
+  if (shared_) shared_->backward(d_h_ND, d_out_ND, h_ND, *g.shared, ops::GradWrite::kAccumulate);
 }
 
 void MoeLayer::set_global_counts(const std::vector<int64_t>& counts) {

@@ -37,7 +37,6 @@ struct MoeGrads {
   // The experts' side of the exchange, [ep * N * max top-k, D] (expert parallelism only).
   Tensor d_x_expert_buf, d_y_expert_buf;
   Tensor d_probs_buf;       // [N * max top-k]
-  Tensor d_tmp_ND;
   std::optional<MlpGrads> shared;
 };
 

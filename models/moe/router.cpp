@@ -92,7 +92,7 @@ void Router::backward(Tensor d_h_ND, Tensor d_probs_NK, Tensor h_ND, float aux_s
   ops::router_balance_backward_logits(g.d_logits_NE, logits_NE_, coeffs_, balance_config_,
                                       aux_scale);
   ops::convert(g.d_logits_act_NE, g.d_logits_NE);  // nothing to do on the CPU (same tensor)
-  linear_backward(d_h_ND, gate_, g.d_logits_act_NE, h_ND);
+  linear_backward(d_h_ND, gate_, g.d_logits_act_NE, h_ND, ops::GradWrite::kAccumulate);
 }
 
 void Router::update_bias(Tensor counts_E) {

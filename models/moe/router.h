@@ -59,8 +59,9 @@ class Router {
   void balance(Tensor counts_E);
   // The last balance()'s values, copied to the host (a synchronisation: logging and tests).
   RouterBalance balance_values() const;
-  // d_h_ND (overwrite) from d_probs_NK and the balancing losses scaled by aux_scale; the gate
-  // weight's gradient accumulates.
+  // d_h_ND += the gradient through the router, from d_probs_NK and the balancing losses scaled
+  // by aux_scale (the gate's product adds it: h also feeds the experts); the gate weight's
+  // gradient as take_grad_write says.
   void backward(Tensor d_h_ND, Tensor d_probs_NK, Tensor h_ND, float aux_scale,
                 const RouterGrads& scratch);
 
