@@ -36,4 +36,16 @@ void* record_event();
 // Milliseconds between two recorded events, once the GPU has reached `to`; frees both.
 double event_elapsed_ms(void* from, void* to);
 
+// A moment on a device's clock, for timing its work: on CUDA an event on the compute stream
+// (taking one never waits: it marks where the queued work has got to), on the CPU the host
+// clock (its ops are synchronous). device_time.cpp.
+struct TimePoint {
+  void* event = nullptr;
+  double host_ms = 0;
+};
+TimePoint time_now(Device where);
+// Milliseconds from `from` to `to`, two points of one device; waits for the GPU to reach `to`.
+// Each point is read once (its event is freed).
+double elapsed_ms(TimePoint from, TimePoint to);
+
 }  // namespace sigma::device

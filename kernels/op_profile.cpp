@@ -3,19 +3,17 @@
 #include "kernels/device.h"
 
 #include <algorithm>
-#include <chrono>
 #include <map>
 #include <utility>
 
 namespace sigma::op_profile {
 namespace {
 
-// One timed call: GPU events, or host milliseconds for a CPU op.
+// One timed call, on its device's clock.
 struct Record {
   std::pair<const char*, std::string> key;  // op, shapes
-  void* start_event = nullptr;
-  void* end_event = nullptr;
-  double host_ms = 0;
+  Device device = Device::kCpu;
+  device::TimePoint start, end;
 };
 
 // Ops run on the training thread only; the recorder is that thread's.
@@ -26,11 +24,6 @@ struct Recorder {
 Recorder& recorder() {
   static Recorder r;
   return r;
-}
-
-double host_now_ms() {
-  using Ms = std::chrono::duration<double, std::milli>;
-  return Ms(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
 
 }  // namespace
@@ -45,10 +38,8 @@ Scope::Scope(const char* op, const Tensor& first, const Tensor& second) {
   Record record;
   record.key = {op, second.defined() ? first.shape.str() + " " + second.shape.str()
                                      : first.shape.str()};
-  if (first.device == Device::kCpu)
-    record.host_ms = host_now_ms();
-  else
-    record.start_event = device::record_event();
+  record.device = first.device;
+  record.start = device::time_now(first.device);
   record_ = int64_t(r.records.size());
   r.records.push_back(std::move(record));
 }
@@ -56,10 +47,7 @@ Scope::Scope(const char* op, const Tensor& first, const Tensor& second) {
 Scope::~Scope() {
   if (record_ < 0) return;
   Record& record = recorder().records[size_t(record_)];
-  if (record.start_event)
-    record.end_event = device::record_event();
-  else
-    record.host_ms = host_now_ms() - record.host_ms;
+  record.end = device::time_now(record.device);
 }
 
 std::vector<Row> take() {
@@ -69,8 +57,7 @@ std::vector<Row> take() {
     row.op = record.key.first;
     row.shapes = record.key.second;
     row.calls += 1;
-    row.ms += record.start_event ? device::event_elapsed_ms(record.start_event, record.end_event)
-                                 : record.host_ms;
+    row.ms += device::elapsed_ms(record.start, record.end);
   }
   recorder().records.clear();
   std::vector<Row> rows;

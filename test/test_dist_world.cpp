@@ -289,7 +289,7 @@ TEST_CASE("dist: cuda NCCL collectives, and a ZeRO-1 step equal to plain AdamW b
     double plain_norm = std::sqrt(ops::sum_squares(plain.params.grads().whole(DType::kF32)));
     MESSAGE(fmt::format(
         "step {}: loss {:.6f} vs {:.6f}, grad norm {:.6f} vs {:.6f}, waited {:.3f} ms", step,
-        sharded_loss, plain_loss, norm, plain_norm, dp.last_wait_seconds() * 1e3));
+        sharded_loss, plain_loss, norm, plain_norm, dp.last_wait_ms()));
     CHECK(sharded_loss == plain_loss);
     CHECK(norm == doctest::Approx(plain_norm).epsilon(1e-6));
     adamw.step(1e-3, 1.0, step);

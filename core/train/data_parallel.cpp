@@ -3,11 +3,11 @@
 #include "core/train/data_parallel.h"
 
 #include "core/optim/adamw.h"
+#include "kernels/device.h"
 #include "kernels/ops.h"
 
 #include <fmt/format.h>
 
-#include <chrono>
 #include <cmath>
 
 namespace sigma {
@@ -138,11 +138,16 @@ void DataParallel::start(size_t index) {
 }
 
 double DataParallel::finish_gradients() {
-  auto start_time = std::chrono::steady_clock::now();
+  // On a GPU, from where backward's kernels end to where the reductions do: what backward did
+  // not hide (the host reaches this point long before the GPU does).
+  const device::TimePoint computed = device::time_now(params_.device());
   while (next_bucket_ < plan_.buckets.size()) start(next_bucket_++);
   for (std::unique_ptr<Work>& work : pending_) work->wait();
-  last_wait_seconds_ =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
+  last_wait_ms_ = device::elapsed_ms(computed, device::time_now(params_.device()));
+  if (gather_timed_) {  // long finished by now: reading it here never stalls the GPU
+    last_gather_ms_ = device::elapsed_ms(gather_begin_, gather_end_);
+    gather_timed_ = false;
+  }
   pending_.clear();
   next_bucket_ = 0;
   armed_ = false;
@@ -167,8 +172,12 @@ void DataParallel::step(double lr, double grad_scale, int64_t step) {
 
 void DataParallel::gather_weights() {
   Tensor values = params_.values().whole(DType::kF32);
+  if (gather_timed_) device::elapsed_ms(gather_begin_, gather_end_);  // frees the events
+  gather_begin_ = device::time_now(params_.device());
   for (const Bucket& bucket : plan_.buckets)
     group_of(bucket).all_gather(elements(values, bucket.begin, bucket.end), bucket.counts());
+  gather_end_ = device::time_now(params_.device());
+  gather_timed_ = true;
   params_.refresh_weights();
 }
 

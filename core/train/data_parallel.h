@@ -29,6 +29,7 @@
 #include "core/recipe/recipe.h"
 #include "core/tensor/arena.h"
 #include "core/train/zero_plan.h"
+#include "kernels/device.h"
 #include "models/transformer.h"
 
 #include <memory>
@@ -83,9 +84,12 @@ class DataParallel {
 
   ProcessGroup& world() { return world_; }
   const ZeroPlan& plan() const { return plan_; }
-  // How long finish_gradients() last waited for reductions: the communication backward
-  // did not hide.
-  double last_wait_seconds() const { return last_wait_seconds_; }
+  // In milliseconds of the device's time: the last finish_gradients()'s wait for the
+  // reductions backward did not hide, and the all-gather (not overlapped) of the
+  // gather_weights() before it, read then so that timing it never stalls the GPU (the
+  // previous step's, or 0).
+  double last_wait_ms() const { return last_wait_ms_; }
+  double last_gather_ms() const { return last_gather_ms_; }
 
  private:
   ProcessGroup& group_of(const Bucket& bucket) const;
@@ -122,7 +126,10 @@ class DataParallel {
   std::vector<std::unique_ptr<Work>> pending_;  // one per started bucket
   size_t next_bucket_ = 0;                      // the next bucket to start this step
   bool armed_ = false;
-  double last_wait_seconds_ = 0;
+  double last_wait_ms_ = 0;
+  double last_gather_ms_ = 0;
+  device::TimePoint gather_begin_, gather_end_;
+  bool gather_timed_ = false;  // the two points above wait to be read
 };
 
 }  // namespace sigma

@@ -496,8 +496,12 @@ class Trainer {
                           {"tok_per_s", tok_per_s},
                           {"mfu", mfu},
                           {"step_ms", step_seconds * 1e3}};
-    // What backward did not hide of the gradient reduction.
-    if (engine_.parallel) row["grad_wait_ms"] = engine_.parallel->last_wait_seconds() * 1e3;
+    // The communication a step exposes: what backward did not hide of the gradient reduction,
+    // and the weights' all-gather after the previous step's update.
+    if (engine_.parallel) {
+      row["grad_wait_ms"] = engine_.parallel->last_wait_ms();
+      row["gather_ms"] = engine_.parallel->last_gather_ms();
+    }
     if (engine_.device == Device::kCuda) {
       row["gpu_peak_gib"] = double(device::peak_bytes()) / double(1 << 30);
       row["gpu_used_gib"] = double(device::used_bytes()) / double(1 << 30);
