@@ -65,7 +65,10 @@ struct ParamInfo {
 
 class ParameterSet {
  public:
-  explicit ParameterSet(Device device) : values_(device), weights_(device), grads_(device) {}
+  // The bf16 weights are aligned to 128 bytes, half the fp32 arenas' 256, so every weight sits
+  // at the same element offset as its value and gradient: ZeRO-1's buckets address all three.
+  explicit ParameterSet(Device device)
+      : values_(device), weights_(device, 128), grads_(device) {}
 
   // Registers a parameter (planning pass) or returns it with memory (binding pass). `rows`
   // says which rows of a larger tensor `shape` is, for experts split over ranks.
@@ -92,12 +95,18 @@ class ParameterSet {
   // with no micro-batch in a step), so the reduction and the norm see zeros, not old values.
   void zero_stale_gradients();
   // Rewrites every compute weight from its master value (after init or a checkpoint load;
-  // the optimizer keeps them in step afterwards). Nothing to do on the CPU.
+  // the optimizer keeps them in step afterwards). Nothing to do on the CPU. With data
+  // parallelism only a rank's own rows of the values are current (DataParallel).
   void refresh_weights();
 
   const std::vector<ParamInfo>& list() const { return params_; }
   int64_t num_elements() const;
   const Arena& values() const { return values_; }
+  // Every compute weight as one flat tensor, alignment gaps included: bf16 on CUDA, the fp32
+  // values themselves on the CPU.
+  Tensor whole_weights() const {
+    return separate_weights() ? weights_.whole(DType::kBF16) : values_.whole(DType::kF32);
+  }
   const Arena& grads() const { return grads_; }
   Device device() const { return values_.device(); }
   // Compute weights are separate tensors (bf16) on CUDA only.

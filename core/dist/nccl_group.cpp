@@ -107,19 +107,23 @@ class NcclGroup : public ProcessGroup {
   }
 
   void all_gather(Tensor data, std::span<const int64_t> counts) override {
-    check_f32(data);
+    SIGMA_CHECK(data.device == Device::kCuda &&
+                    (data.dtype == DType::kF32 || data.dtype == DType::kBF16),
+                "NCCL all-gather of {} {}", device_name(data.device), dtype_name(data.dtype));
+    const ncclDataType_t type = data.dtype == DType::kF32 ? ncclFloat32 : ncclBfloat16;
+    const int64_t item = int64_t(dtype_size(data.dtype));
     int64_t offset = std::accumulate(counts.begin(), counts.begin() + rank_, int64_t(0));
     if (all_equal(counts)) {
       // In place: this rank's part already sits at rank * count.
-      SIGMA_NCCL_CHECK(ncclAllGather(data.f32() + offset, data.data, size_t(counts[0]), ncclFloat32,
-                                     comm_, cuda::stream()));
+      SIGMA_NCCL_CHECK(ncclAllGather(bytes_at(data, offset * item), data.data, size_t(counts[0]),
+                                     type, comm_, cuda::stream()));
       return;
     }
     SIGMA_NCCL_CHECK(ncclGroupStart());
     offset = 0;
     for (int r = 0; r < size_; ++r) {
-      float* part = data.f32() + offset;
-      SIGMA_NCCL_CHECK(ncclBroadcast(part, part, size_t(counts[size_t(r)]), ncclFloat32, r, comm_,
+      char* part = bytes_at(data, offset * item);
+      SIGMA_NCCL_CHECK(ncclBroadcast(part, part, size_t(counts[size_t(r)]), type, r, comm_,
                                      cuda::stream()));
       offset += counts[size_t(r)];
     }

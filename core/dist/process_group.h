@@ -49,8 +49,8 @@ class ProcessGroup {
   // data-parallel gradient buckets overlap backward this way.
   virtual std::unique_ptr<Work> reduce_scatter_async(Tensor out, Tensor in,
                                                      std::span<const int64_t> counts) = 0;
-  // In place over `data` (f32) split as in reduce_scatter: every rank receives part r from
-  // rank r.
+  // In place over `data` (f32; bf16 too on NCCL) split as in reduce_scatter: every rank
+  // receives part r from rank r.
   virtual void all_gather(Tensor data, std::span<const int64_t> counts) = 0;
   // Rows (dim 0, any dtype): the first send_rows[0] rows of `in` go to rank 0, the next
   // send_rows[1] to rank 1, ...; `out` receives recv_rows[r] rows from each rank r, in rank

@@ -4,16 +4,12 @@
 
 namespace sigma {
 
-namespace {
-constexpr size_t kAlignment = 256;  // keeps every tensor aligned for vector loads and GPU copies
-}
-
 Tensor Arena::take(Shape shape, DType dtype, const std::string& category) {
   Tensor t;
   t.shape = shape;
   t.dtype = dtype;
   t.device = device_;
-  size_t bytes = (t.bytes() + kAlignment - 1) / kAlignment * kAlignment;
+  size_t bytes = (t.bytes() + alignment_ - 1) / alignment_ * alignment_;
   if (allocated()) {
     t = buffer_.tensor(cursor_, shape, dtype);
   } else if (cursor_ + bytes > cursor_max_) {

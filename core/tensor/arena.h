@@ -15,7 +15,9 @@ namespace sigma {
 
 class Arena {
  public:
-  explicit Arena(Device device) : device_(device) {}
+  // Every tensor starts a multiple of `alignment` bytes in (256: vector loads, GPU copies).
+  explicit Arena(Device device, size_t alignment = 256)
+      : device_(device), alignment_(alignment) {}
 
   // A tensor of `shape` from the arena, counted under `category` in the plan.
   Tensor take(Shape shape, DType dtype, const std::string& category);
@@ -43,6 +45,7 @@ class Arena {
 
  private:
   Device device_;
+  size_t alignment_;
   Buffer buffer_;
   size_t cursor_ = 0;
   size_t cursor_max_ = 0;

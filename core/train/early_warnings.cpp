@@ -80,7 +80,8 @@ void EarlyWarnings::log_layers(int64_t step, nlohmann::json& row, RunLog& log) {
   for (size_t l = 0; l < layer_params_.size(); ++l) {
     double value_sq = 0, grad_sq = 0;
     for (size_t i : layer_params_[l]) {
-      value_sq += ops::sum_squares(list[i].param.value);
+      // The compute weights: with data parallelism only they are whole on every rank.
+      value_sq += ops::sum_squares(list[i].param.weight);
       grad_sq += ops::sum_squares(list[i].param.grad);
     }
     std::string prefix = fmt::format("layers.l{}.", l);
