@@ -24,6 +24,7 @@
 namespace sigma::cuda::attention {
 
 using bf16 = __nv_bfloat16;
+using sm90::pack_bf16;
 using sm90::smem_address;
 
 constexpr float kLog2e = 1.4426950408889634f;
@@ -71,11 +72,6 @@ __device__ __forceinline__ void cp_async_4(void* dst, const void* src, bool vali
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() {
   asm volatile("cp.async.wait_group 0;\n" ::: "memory");
-}
-
-__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
 }
 
 // Accumulator blocks 2kk and 2kk+1 (16 x 16 of fp32) as one bf16 A operand.

@@ -246,11 +246,6 @@ __device__ void zero_rows_past_end(uint8_t* a, uint8_t* b, int valid_rows, int c
   sm90::named_barrier(1, 128 * T::kConsumers);
 }
 
-__device__ uint32_t pack_bf16x2(float lo, float hi) {
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *reinterpret_cast<uint32_t*>(&v);
-}
-
 // bf16 output rows of this warpgroup, clipped to the expert's rows and to n. A lane holds two
 // adjacent columns of each 8-column block (acc[4 j + 2 h ..]: row lane/4 + 8 h, columns
 // 8 j + 2 (lane % 4) ..); the four lanes of a quad trade them (a 4 x 4 transpose in three
@@ -274,7 +269,7 @@ __device__ void store_rows(const float (&acc)[T::kTileN / 2], const Tile& tile, 
       uint32_t mine[4], chunk[4];
 #pragma unroll
       for (int b = 0; b < 4; ++b)
-        mine[b] = pack_bf16x2(acc[4 * (4 * g + b) + 2 * h], acc[4 * (4 * g + b) + 2 * h + 1]);
+        mine[b] = sm90::pack_bf16(acc[4 * (4 * g + b) + 2 * h], acc[4 * (4 * g + b) + 2 * h + 1]);
 #pragma unroll
       for (int r = 0; r < 4; ++r) {  // round r: lane q sends its pair of block q ^ r to q ^ r
         const int b = q ^ r;

@@ -10,6 +10,8 @@
 // Memory Matrix Layout": the canonical ((8,m),(T,2k)) and ((T,8,m),(8,k)) layouts).
 #pragma once
 
+#include <cuda_bf16.h>
+
 #include <cstdint>
 
 namespace sigma::cuda::sm90 {
@@ -131,6 +133,12 @@ __device__ __forceinline__ void wgmma_commit() {
 template <int kPending>
 __device__ __forceinline__ void wgmma_wait() {
   asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(kPending) : "memory");
+}
+// Two fp32 accumulators as one bf16x2 register, `lo` in the low half (the element first in
+// memory): a wgmma A operand, or a 4-byte store.
+__device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&v);
 }
 // Keeps the compiler from moving accumulator reads or writes across a wgmma wait.
 template <int kRegisters>
