@@ -67,7 +67,9 @@ class DataParallel {
   double finish_gradients();
   // AdamW on this rank's shards, then the updated weights go to every rank.
   void step(double lr, double grad_scale, int64_t step);
-  // Every rank's rows of the weights to every rank (after loading a checkpoint's shards).
+  // The compute weights of this rank's rows from its values, then every rank's rows to every
+  // rank (after each update, and after loading a checkpoint's shards: it stands in for
+  // ParameterSet::refresh_weights).
   void gather_weights();
 
   // This rank's rows of every weight and moment, and the `state` tensors whole (every rank

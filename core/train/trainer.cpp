@@ -260,8 +260,10 @@ class Trainer {
   LoadedCheckpoint load(const std::string& dir) {
     std::vector<CheckpointTensor> tensors = engine_.device_tensors();
     LoadedCheckpoint loaded = load_checkpoint(dir, tensors);
-    engine_.params.refresh_weights();
-    if (engine_.parallel) engine_.parallel->gather_weights();  // each rank loaded its shard
+    if (engine_.parallel)
+      engine_.parallel->gather_weights();  // each rank loaded its shard
+    else
+      engine_.params.refresh_weights();
     const auto& ints = loaded.state.ints;
     auto get = [&](const char* key) {
       auto it = ints.find(key);

@@ -271,15 +271,15 @@ __device__ void store_rows(const float (&acc)[T::kTileN / 2], const Tile& tile, 
       for (int b = 0; b < 4; ++b)
         mine[b] = sm90::pack_bf16(acc[4 * (4 * g + b) + 2 * h], acc[4 * (4 * g + b) + 2 * h + 1]);
 #pragma unroll
-      for (int r = 0; r < 4; ++r) {  // round r: lane q sends its pair of block q ^ r to q ^ r
-        const int b = q ^ r;
-        const uint32_t send = b == 0 ? mine[0] : b == 1 ? mine[1] : b == 2 ? mine[2] : mine[3];
+      for (int r = 0; r < 4; ++r) {
+        // Round r pairs lane q with lane q ^ r: each sends its pair of the other's block.
+        const int other = q ^ r;
+        const uint32_t send = other == 0 ? mine[0] : other == 1 ? mine[1] : other == 2 ? mine[2] : mine[3];
         const uint32_t got = r == 0 ? send : __shfl_xor_sync(0xffffffffu, send, r);
-        const int k = q ^ r;  // the lane it came from
-        if (k == 0) chunk[0] = got;
-        if (k == 1) chunk[1] = got;
-        if (k == 2) chunk[2] = got;
-        if (k == 3) chunk[3] = got;
+        if (other == 0) chunk[0] = got;
+        if (other == 1) chunk[1] = got;
+        if (other == 2) chunk[2] = got;
+        if (other == 3) chunk[3] = got;
       }
       const int col = tile.n0 + 8 * (4 * g + q);
       if (row_valid && col < p.n)
