@@ -2,8 +2,8 @@
 // PyTorch SDPA (K and V repeated to the query heads) on the shapes of the SDPA rows of
 // ../shared/bench/README.md. FLOPs are counted as kernels_peer.py counts them: the causal
 // forward is 2 B n_q T^2 (d_qk + d_v) / 2 (= 4 B n_q T^2 d / 2), forward+backward 3.5 times
-// that, whatever the kernels really do (the deterministic backward recomputes S and dP once
-// more for dQ). Times are medians of CUDA-event-timed calls after warm-up, on random bf16
+// that (the backward's five products, S and dP recomputed, dV, dK, dQ, are 2.5 times the
+// forward's two). Times are medians of CUDA-event-timed calls after warm-up, on random bf16
 // inputs (never zeros: METHOD.md), with one input set per shape (each is several times L2).
 //
 //   bench_attention            prints one row per shape and the ratio to SDPA

@@ -1,5 +1,6 @@
 #include "models/model_plan.h"
 
+#include "kernels/attention_workspace.h"
 #include "models/transformer.h"
 
 #include <fmt/format.h>
@@ -55,8 +56,12 @@ ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq
   plan.bytes["optimizer state"] = 2 * plan.bytes["weights"];
   if (params.separate_weights()) {
     plan.bytes["weights (bf16 copy)"] = params.num_elements() * dtype_size(DType::kBF16);
-    // The CUDA runtime's cuBLASLt workspace and reduction scratch (kernels/cuda/runtime.h).
-    plan.bytes["runtime buffers"] = size_t(128) << 20;
+    // The CUDA runtime's cuBLASLt workspace and reduction scratch (kernels/cuda/runtime.h),
+    // and the attention backward's accumulators (kernels/attention_workspace.h).
+    plan.bytes["runtime buffers"] =
+        (size_t(128) << 20) + attention_workspace(micro_batch, seq_len, a.n_q, a.n_k, a.n_v,
+                                                  a.d_qk, a.d_v)
+                                  .bytes();
   }
   return plan;
 }

@@ -102,35 +102,47 @@ TEST_CASE("cuda attention: forward and backward match the CPU on DiffQKV shapes"
   for (const AttentionCase& c : cases) check_case(c, seed += 10);
 }
 
+// The backward sums dQ across key tiles and dK/dV across query heads in global memory, in an
+// order kept by turn counters (attention_backward.cu): repeated calls must agree bit for bit,
+// at each head dim's column split and with long chains of key tiles.
 TEST_CASE("cuda attention: forward and backward are deterministic") {
   SIGMA_REQUIRE_GPU();
-  const AttentionCase c{2, 300, 16, 2, 8, 64, 64};
-  const Shape q_shape{c.batch, c.seq_len, c.n_q, c.d_qk}, k_shape{c.batch, c.seq_len, c.n_k, c.d_qk};
-  const Shape v_shape{c.batch, c.seq_len, c.n_v, c.d_v}, o_shape{c.batch, c.seq_len, c.n_q, c.d_v};
-  auto gq = to_device(random_bf16(q_shape.numel(), 1), q_shape, DType::kBF16);
-  auto gk = to_device(random_bf16(k_shape.numel(), 2), k_shape, DType::kBF16);
-  auto gv = to_device(random_bf16(v_shape.numel(), 3), v_shape, DType::kBF16);
-  auto gd_out = to_device(random_bf16(o_shape.numel(), 4), o_shape, DType::kBF16);
-  std::vector<std::vector<float>> first;
-  for (int run = 0; run < 2; ++run) {
-    auto out = poisoned(o_shape, DType::kBF16);
-    auto lse = poisoned({c.batch, c.n_q, c.seq_len}, DType::kF32);
-    auto d_q = poisoned(q_shape, DType::kBF16), d_k = poisoned(k_shape, DType::kBF16);
-    auto d_v = poisoned(v_shape, DType::kBF16);
-    ops::attention_forward(out, lse, gq, gk, gv);
-    ops::attention_backward(d_q, d_k, d_v, gd_out, gq, gk, gv, out, lse);
-    std::vector<std::vector<float>> results = {to_host(out), to_host(lse), to_host(d_q),
-                                               to_host(d_k), to_host(d_v)};
-    if (run == 0) {
-      first = std::move(results);
-      continue;
-    }
-    for (size_t i = 0; i < results.size(); ++i) {
-      REQUIRE(results[i].size() == first[i].size());
-      size_t differ = 0;
-      for (size_t j = 0; j < results[i].size(); ++j)
-        differ += std::memcmp(&results[i][j], &first[i][j], sizeof(float)) != 0;
-      CHECK_MESSAGE(differ == 0, "output " << i << " differs in " << differ << " elements");
+  const AttentionCase cases[] = {
+      {2, 300, 16, 2, 8, 64, 64},    // 3 key tiles, 8 query heads per K head
+      {1, 1000, 8, 2, 4, 96, 96},    // 8 key tiles: dQ tiles summed over up to 8 blocks
+      {1, 700, 8, 4, 2, 128, 128},   // more K heads than V heads
+  };
+  for (const AttentionCase& c : cases) {
+    const Shape q_shape{c.batch, c.seq_len, c.n_q, c.d_qk};
+    const Shape k_shape{c.batch, c.seq_len, c.n_k, c.d_qk};
+    const Shape v_shape{c.batch, c.seq_len, c.n_v, c.d_v};
+    const Shape o_shape{c.batch, c.seq_len, c.n_q, c.d_v};
+    auto gq = to_device(random_bf16(q_shape.numel(), 1), q_shape, DType::kBF16);
+    auto gk = to_device(random_bf16(k_shape.numel(), 2), k_shape, DType::kBF16);
+    auto gv = to_device(random_bf16(v_shape.numel(), 3), v_shape, DType::kBF16);
+    auto gd_out = to_device(random_bf16(o_shape.numel(), 4), o_shape, DType::kBF16);
+    std::vector<std::vector<float>> first;
+    for (int run = 0; run < 3; ++run) {
+      auto out = poisoned(o_shape, DType::kBF16);
+      auto lse = poisoned({c.batch, c.n_q, c.seq_len}, DType::kF32);
+      auto d_q = poisoned(q_shape, DType::kBF16), d_k = poisoned(k_shape, DType::kBF16);
+      auto d_v = poisoned(v_shape, DType::kBF16);
+      ops::attention_forward(out, lse, gq, gk, gv);
+      ops::attention_backward(d_q, d_k, d_v, gd_out, gq, gk, gv, out, lse);
+      std::vector<std::vector<float>> results = {to_host(out), to_host(lse), to_host(d_q),
+                                                 to_host(d_k), to_host(d_v)};
+      if (run == 0) {
+        first = std::move(results);
+        continue;
+      }
+      for (size_t i = 0; i < results.size(); ++i) {
+        REQUIRE(results[i].size() == first[i].size());
+        size_t differ = 0;
+        for (size_t j = 0; j < results[i].size(); ++j)
+          differ += std::memcmp(&results[i][j], &first[i][j], sizeof(float)) != 0;
+        CHECK_MESSAGE(differ == 0, "d " << c.d_qk << ": output " << i << " differs in "
+                                        << differ << " elements");
+      }
     }
   }
 }

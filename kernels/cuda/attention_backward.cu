@@ -4,295 +4,262 @@
 //   P = exp(scale S - lse),  dP = dO V^T,  dS = P * (dP - delta),  delta = rowsum(dO * O),
 //   dV = P^T dO,  dK = scale dS^T Q,  dQ = scale dS K.
 //
-// Deterministic without atomics, in two kernels:
-// - dq: one block per 128 query rows of a (batch, query head), two warpgroups of 64 rows,
-//   looping over key tiles of 128 (64 at kDim 64) as the forward does; it also writes delta
-//   for the second kernel. It recomputes S and dP, the price of not adding dQ from every key
-//   tile with float atomics (whose order, and so the bits, would change from run to run).
-//   S and dP are each one m64nNk16 per 16-wide k step over the whole key tile, so Q and dO
-//   are read from shared memory once per step and key tile.
-// - dkdv: one block per 128 keys of a (batch, head group), where a group is the smallest
-//   run of query heads that owns its K and V heads (lcm of n_q/n_k and n_q/n_v heads, as the
-//   CPU reference splits its work). The block loops over the group's query heads in order
-//   and over their query tiles, keeping dK and dV in registers; since each K head and each
-//   V head is read by a contiguous run of query heads inside the group, a head's sum is
-//   complete when the loop moves past its run, and it is written then, once, in a fixed
-//   order. Each warpgroup owns 64 keys and computes S^T and dP^T directly (keys as rows), so
-//   P^T and dS^T feed the dV and dK products as register A operands.
+// One kernel, five products per tile, deterministic. A block owns 128 keys of one (batch,
+// query head), two warpgroups of 64, and loops over the 64-row query tiles that see them,
+// keeping dK and dV in registers; each warpgroup computes S^T and dP^T directly (keys as
+// rows), so P^T and dS^T feed the dV and dK products as register A operands, and dS^T goes
+// to shared memory, where it is the (transposed) A operand of the tile's dQ = dS K.
+// Gradients summed across blocks go through fp32 accumulators in global memory: query tiles'
+// dQ over their key tiles, and a K (V) head's dK (dV) over the query heads that read it. The
+// additions into one accumulator come in a fixed order, kept by turn counters (as
+// FlashAttention-3's deterministic mode does): query tiles 2m and 2m+1 take key tiles m,
+// m - 1, ..., 0, each adding its part of both with one bulk reduction (TMA) from shared
+// memory; a K or V tile takes its query heads in order. The first writer stores, the middle
+// ones add, the last adds and writes the bf16 gradient, so the sums, and their bits, do not
+// depend on timing. A block only waits for blocks launched before it (a (batch, head)'s key
+// tiles go last to first, side by side so that its dQ accumulator stays in L2; heads in
+// order), which the hardware starts no later, so every wait ends; and a key tile, having
+// fewer query tiles, runs ahead of the next one down. This replaced a dq kernel that
+// recomputed S and dP (seven products instead of five: dev/attention/NOTES.md, version 8).
 // Every A operand that lives across a loop is read from shared memory (see
-// attention_forward.cu). The first k step of S, dP, S^T and dP^T passes scale-d 0, so their
-// accumulators are never zeroed and ptxas inserts no wait of its own (dev/attention/NOTES.md,
-// version 5). Left out: dropout, non-causal masks, TMA, warp specialisation, and FA3's
-// overlap of the elementwise work with the next products (the forward has it).
+// attention_forward.cu). The first k step of each shared-memory product passes scale-d 0, so
+// its accumulators are never zeroed and ptxas inserts no wait of its own (NOTES.md, version
+// 5). Left out: dropout, non-causal masks, TMA, warp specialisation, and FA3's overlap of the
+// elementwise work with the next products (the forward has it).
+#include "kernels/attention_workspace.h"
 #include "kernels/cuda/attention_wgmma.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/device.h"
 
-#include <numeric>
+#include <type_traits>
 
 namespace sigma::cuda {
 namespace attention {
 namespace {
 
+using sm90::bulk_commit;
+using sm90::bulk_reduce_add;
+using sm90::bulk_store;
+
 constexpr int kThreads = 256;
-constexpr int kDqBlockM = 128;  // dq: query rows per block (64 per warpgroup)
-// dq: keys per K/V tile (the N of S = Q K^T). 128 reads Q and dO from shared memory once per
-// 128 keys; at kDim 64 the 64-key tile keeps the kernel at 128 registers, two blocks per SM.
-template <int kDim>
-constexpr int kDqBlockN = kDim == 64 ? 64 : 128;
-constexpr int kKvBlockN = 128;  // dkdv: keys per block (64 per warpgroup)
-constexpr int kKvBlockM = 64;   // dkdv: queries per Q/dO tile (the N of S^T = K Q^T)
+constexpr int kBlockN = 128;  // keys per block (64 per warpgroup)
+constexpr int kBlockM = 64;   // queries per Q/dO tile (the N of S^T = K Q^T)
 
+// dQ's columns by warpgroup: [0, kDqCols0) and [kDqCols0, kDim). At kDim 64 each takes 32,
+// read from a copy of K kept as two 32-wide panels (a wgmma's N never spans part of a
+// 128B-swizzled panel); at 96 the split is 64 | 32 (the tile's own panels), at 128, 64 | 64.
 template <int kDim>
-constexpr int dq_smem_bytes() {  // Q, dO, 2 x (K, V), delta
-  return (2 * kDqBlockM + 4 * kDqBlockN<kDim>) * kDim * int(sizeof(bf16)) +
-         kDqBlockM * int(sizeof(float));
-}
+constexpr int kDqCols0 = kDim == 64 ? 32 : 64;
+
+// K, V, [K as 32-wide panels], 2 x (Q, dO), dS^T, 2 x (lse, delta), 2 x dQ (fp32).
 template <int kDim>
-constexpr int dkdv_smem_bytes() {  // K, V, 2 x (Q, dO, lse, delta)
-  return (2 * kKvBlockN + 4 * kKvBlockM) * kDim * int(sizeof(bf16)) +
-         4 * kKvBlockM * int(sizeof(float));
+constexpr int smem_bytes() {
+  return (2 * kBlockN + (kDim == 64 ? kBlockN : 0) + 4 * kBlockM) * kDim * int(sizeof(bf16)) +
+         kBlockN * kBlockM * int(sizeof(bf16)) + 4 * kBlockM * int(sizeof(float)) +
+         2 * kBlockM * kDim * int(sizeof(float));
 }
 
-template <int kDim, int kBlockN>
-__global__ void __launch_bounds__(kThreads)
-    attention_backward_dq_kernel(bf16* d_q, float* delta, const bf16* d_out, const bf16* q,
-                                 const bf16* k, const bf16* v, const bf16* out,
-                                 const float* lse, Dims s) {
-  constexpr int kBlockM = kDqBlockM;
-  extern __shared__ __align__(1024) unsigned char smem[];
-  bf16* q_s = reinterpret_cast<bf16*>(smem);
-  bf16* do_s = q_s + kBlockM * kDim;
-  bf16* k_s = do_s + kBlockM * kDim;     // [2][kBlockN][kDim]
-  bf16* v_s = k_s + 2 * kBlockN * kDim;  // [2][kBlockN][kDim]
-  float* delta_s = reinterpret_cast<float*>(v_s + 2 * kBlockN * kDim);
+// Where the kernel sums across blocks, in the attention's workspace (attention_workspace.h):
+// fp32 accumulator tiles, dQ per (b, query head, 64-row tile) and dK / dV per (b, K / V head,
+// 128-row tile), stored fragment by fragment (fragment_at), and turn counters zeroed before
+// the kernel: one per dK / dV tile, one per pair of dQ tiles.
+struct Accumulators {
+  float *dq, *dk, *dv;
+  int *dq_turn, *dk_turn, *dv_turn;
+};
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wg = warp / 4;
-  const int b = blockIdx.x / s.n_q, h = blockIdx.x % s.n_q;
-  const int hk = h * s.n_k / s.n_q, hv = h * s.n_v / s.n_q;
-  const int q0 = (gridDim.y - 1 - blockIdx.y) * kBlockM;
-  const int64_t q_stride = int64_t(s.n_q) * s.d_qk, k_stride = int64_t(s.n_k) * s.d_qk;
-  const int64_t v_stride = int64_t(s.n_v) * s.d_v, o_stride = int64_t(s.n_q) * s.d_v;
-  const int64_t row0 = int64_t(b) * s.seq_len;
-  const int64_t stat0 = (int64_t(b) * s.n_q + h) * s.seq_len;  // lse / delta of (b, h, t = 0)
-  const bf16* k_head = k + row0 * k_stride + hk * s.d_qk;
-  const bf16* v_head = v + row0 * v_stride + hv * s.d_v;
-  const int q_end = min(q0 + kBlockM, s.seq_len);
-  const int n_blocks = (q_end + kBlockN - 1) / kBlockN;
+__device__ __forceinline__ int read_turn(const int* turn) {
+  int seen;
+  asm volatile("ld.relaxed.gpu.global.b32 %0, [%1];\n" : "=r"(seen) : "l"(turn) : "memory");
+  return seen;
+}
+// Waits until the turn reaches `value`, `seen` being a read of it made earlier (issued before
+// the step's products, so that its latency hides behind them); the fence (acquire) then orders
+// the writes of the turn's holders before this block's reads and writes.
+__device__ __forceinline__ void wait_turn(const int* turn, int value, int seen) {
+  while (seen != value) seen = read_turn(turn);
+  asm volatile("fence.acq_rel.gpu;" ::: "memory");
+}
 
-  // The strides pass through an empty asm so that each thread's chunk offsets (row * stride)
-  // are recomputed per tile: hoisted out of the key loop, they stay live beside S, dP and dQ
-  // and spilled at kDim 128 (as in the forward).
-  auto load_kv = [&](int j, int stage) {
-    int64_t ks = k_stride, vs = v_stride;
-    asm volatile("" : "+l"(ks), "+l"(vs));
-    int k0 = j * kBlockN, rows = min(kBlockN, s.seq_len - k0);
-    load_tile<kBlockN, kDim, kThreads>(k_s + stage * kBlockN * kDim, k_head + k0 * ks,
-                                       ks, rows, s.d_qk);
-    load_tile<kBlockN, kDim, kThreads>(v_s + stage * kBlockN * kDim, v_head + k0 * vs,
-                                       vs, rows, s.d_v);
-  };
-  load_tile<kBlockM, kDim, kThreads>(q_s, q + (row0 + q0) * q_stride + h * s.d_qk,
-                                     q_stride, q_end - q0, s.d_qk);
-  load_tile<kBlockM, kDim, kThreads>(do_s, d_out + (row0 + q0) * o_stride + h * s.d_v,
-                                     o_stride, q_end - q0, s.d_v);
-  load_kv(0, 0);
-  cp_async_commit();
-  {  // delta = rowsum(dO * O) while the tiles land: two lanes per row, 8 columns a load.
-    const int r = warp * 16 + lane / 2, t = q0 + r;
-    float acc = 0.0f;
-    if (t < s.seq_len) {
-      const bf16* o_row = out + (row0 + t) * o_stride + h * s.d_v;
-      const bf16* do_row = d_out + (row0 + t) * o_stride + h * s.d_v;
-      for (int c = lane % 2 * 8; c < s.d_v; c += 16) {
-        uint4 ov = *reinterpret_cast<const uint4*>(o_row + c);
-        uint4 gv = *reinterpret_cast<const uint4*>(do_row + c);
-        const __nv_bfloat162* o2 = reinterpret_cast<const __nv_bfloat162*>(&ov);
-        const __nv_bfloat162* g2 = reinterpret_cast<const __nv_bfloat162*>(&gv);
+// Passes the turn on once this thread's bulk additions are done; the release makes what the
+// barrier before ordered visible to the GPU first (it is cumulative).
+__device__ __forceinline__ void pass_turn(int* turn) {
+  sm90::bulk_wait<0>();
+  asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(turn) : "memory");
+}
+
+// A warpgroup thread's accumulator block nt (of kN / 8) in a tile region of kN columns, stored
+// fragment by fragment: each access of a warp is 512 contiguous bytes.
+template <int kN>
+__device__ __forceinline__ float4* fragment_at(float* region, int nt) {
+  const int warp = threadIdx.x / 32 % 4, lane = threadIdx.x % 32;
+  return reinterpret_cast<float4*>(region) + (warp * (kN / 8) + nt) * 32 + lane;
+}
+template <int kN>
+__device__ __forceinline__ void store_fragments(float* region, const float (*acc)[4]) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float2 of = __bfloat1622float2(o2[i]), gf = __bfloat1622float2(g2[i]);
-          acc += of.x * gf.x + of.y * gf.y;
-        }
+  for (int nt = 0; nt < kN / 8; ++nt)
+    *fragment_at<kN>(region, nt) = make_float4(acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]);
+}
+template <int kN>
+__device__ __forceinline__ void load_fragments(float (*acc)[4], float* region) {
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt) {
+    const float4 v = *fragment_at<kN>(region, nt);
+    acc[nt][0] = v.x, acc[nt][1] = v.y, acc[nt][2] = v.z, acc[nt][3] = v.w;
+  }
+}
+// The region += acc, atomically (the turns keep writers apart; atomics skip the read).
+template <int kN>
+__device__ __forceinline__ void atomic_add_fragments(float* region, const float (*acc)[4]) {
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt)
+    atomicAdd(fragment_at<kN>(region, nt),
+              make_float4(acc[nt][0], acc[nt][1], acc[nt][2], acc[nt][3]));
+}
+// acc += the region (global memory, read from L2: other blocks wrote it).
+template <int kN>
+__device__ __forceinline__ void add_fragments(float (*acc)[4], float* region) {
+#pragma unroll
+  for (int nt = 0; nt < kN / 8; ++nt) {
+    const float4 sum = __ldcg(fragment_at<kN>(region, nt));
+    acc[nt][0] += sum.x, acc[nt][1] += sum.y, acc[nt][2] += sum.z, acc[nt][3] += sum.w;
+  }
+}
+// Calls f(std::integral_constant<int, N>) with N the number of dQ columns of warpgroup wg.
+template <int kDim, typename F>
+__device__ __forceinline__ void with_dq_columns(int wg, F&& f) {
+  if (wg == 0) f(std::integral_constant<int, kDqCols0<kDim>>{});
+  else f(std::integral_constant<int, kDim - kDqCols0<kDim>>{});
+}
+
+// dq = dS K over a block's 128 keys for kN columns of K: dS is read transposed from dS^T in
+// shared memory (keys as rows, one 64-wide panel), `b_at(key)` gives K's descriptor.
+template <int kN, typename BAt>
+__device__ __forceinline__ void ds_times_k(float (*dq)[4], const bf16* ds_s, BAt b_at) {
+  wgmma_fence();  // in the branch itself: ptxas fences each path that lacks one (info C7519)
+#pragma unroll
+  for (int kk = 0; kk < kBlockN / 16; ++kk)
+    Wgmma<kN, 1>::ss_mn(dq, mn_major_descriptor<kBlockN, kBlockM>(ds_s, kk * 16, 0),
+                        b_at(kk * 16), kk > 0);
+}
+
+// delta = rowsum(dO * O), [B, n_q, T]: 16 lanes per (b, t, head) row, 8 columns a load.
+__global__ void attention_delta_kernel(float* delta, const bf16* d_out, const bf16* out,
+                                       Dims s) {
+  const int64_t row = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / 16;
+  const int lane = threadIdx.x % 16;
+  const int64_t rows = int64_t(s.batch) * s.seq_len * s.n_q;
+  float acc = 0.0f;
+  if (row < rows) {
+    for (int c = lane * 8; c < s.d_v; c += 128) {
+      uint4 ov = *reinterpret_cast<const uint4*>(out + row * s.d_v + c);
+      uint4 gv = *reinterpret_cast<const uint4*>(d_out + row * s.d_v + c);
+      const __nv_bfloat162* o2 = reinterpret_cast<const __nv_bfloat162*>(&ov);
+      const __nv_bfloat162* g2 = reinterpret_cast<const __nv_bfloat162*>(&gv);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float2 of = __bfloat1622float2(o2[i]), gf = __bfloat1622float2(g2[i]);
+        acc += of.x * gf.x + of.y * gf.y;
       }
     }
-    acc += __shfl_xor_sync(0xffffffffu, acc, 1);
-    if (lane % 2 == 0) {
-      delta_s[r] = acc;
-      if (t < s.seq_len) delta[stat0 + t] = acc;
-    }
   }
-  cp_async_wait_all();
-  fence_async_shared();
-  __syncthreads();
-
-  const int row_q[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
-  float lse2[2], row_delta[2];  // rows past T: any finite value (their dO is 0)
 #pragma unroll
-  for (int half = 0; half < 2; ++half) {
-    lse2[half] = row_q[half] < s.seq_len ? lse[stat0 + row_q[half]] * kLog2e : 0.0f;
-    row_delta[half] = delta_s[warp * 16 + lane / 4 + half * 8];
+  for (int offset = 8; offset > 0; offset /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, offset);
+  if (row < rows && lane == 0) {
+    const int64_t h = row % s.n_q, bt = row / s.n_q, b = bt / s.seq_len, t = bt % s.seq_len;
+    delta[(b * s.n_q + h) * s.seq_len + t] = acc;
   }
-
-  float dq[kDim / 8][4] = {};
-  for (int j = 0; j < n_blocks; ++j) {
-    if (j + 1 < n_blocks) {
-      load_kv(j + 1, (j + 1) % 2);
-      cp_async_commit();
-    }
-    const bf16* k_t = k_s + (j % 2) * kBlockN * kDim;
-    const bf16* v_t = v_s + (j % 2) * kBlockN * kDim;
-
-    // S = Q K^T and dP = dO V^T, each one m64nNk16 per 16-wide k step over the whole key tile
-    // (Q and dO read from shared memory once per step); the first step overwrites (scale-d 0),
-    // so the accumulators need no zeroing.
-    float sc[kBlockN / 8][4], dp[kBlockN / 8][4];
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kDim / 16; ++ks) {
-      Wgmma<kBlockN, 0>::ss(sc, k_major_descriptor<kBlockM, kDim>(q_s, wg * 64, ks * 16),
-                            k_major_descriptor<kBlockN, kDim>(k_t, 0, ks * 16), ks > 0);
-      Wgmma<kBlockN, 0>::ss(dp, k_major_descriptor<kBlockM, kDim>(do_s, wg * 64, ks * 16),
-                            k_major_descriptor<kBlockN, kDim>(v_t, 0, ks * 16), ks > 0);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-    register_fence(sc);
-    register_fence(dp);
-
-    const int k0 = j * kBlockN;
-    const bool diagonal = k0 + kBlockN - 1 > q0;
-#pragma unroll
-    for (int nt = 0; nt < kBlockN / 8; ++nt)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float p = exp2_approx(fmaf(sc[nt][e], s.scale_log2, -lse2[e >> 1]));
-        if (diagonal && k0 + nt * 8 + lane % 4 * 2 + (e & 1) > row_q[e >> 1]) p = 0.0f;
-        sc[nt][e] = p * (dp[nt][e] - row_delta[e >> 1]);  // dS
-      }
-    // dQ += dS K, with dS from the accumulators as bf16 register A operands.
-    uint32_t da[kBlockN / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk) to_a_operand(da[kk], sc[2 * kk], sc[2 * kk + 1]);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk)
-      wgmma_rs_wide<kDim, 1>(dq, da[kk], [&](int n0) {
-        return mn_major_descriptor<kBlockN, kDim>(k_t, kk * 16, n0);
-      });
-    wgmma_commit();
-    wgmma_wait<0>();
-    register_fence(dq);
-    register_fence(da);
-    cp_async_wait_all();
-    fence_async_shared();
-    __syncthreads();
-  }
-  store_rows<kDim>(d_q + row0 * q_stride + h * s.d_qk, q_stride, q0 + warp * 16, s.seq_len,
-                   s.d_qk, dq, s.scale);
 }
 
 template <int kDim>
 __global__ void __launch_bounds__(kThreads)
-    attention_backward_dkdv_kernel(bf16* d_k, bf16* d_v, const bf16* d_out, const bf16* q,
-                                   const bf16* k, const bf16* v, const float* lse,
-                                   const float* delta, Dims s, int group) {
-  constexpr int kBlockM = kKvBlockM, kBlockN = kKvBlockN;
+    attention_backward_kernel(bf16* d_q, bf16* d_k, bf16* d_v, const bf16* d_out,
+                              const bf16* q, const bf16* k, const bf16* v, const float* lse,
+                              const float* delta, Accumulators acc, Dims s) {
+  constexpr int kCols0 = kDqCols0<kDim>;
   extern __shared__ __align__(1024) unsigned char smem[];
   bf16* k_s = reinterpret_cast<bf16*>(smem);
   bf16* v_s = k_s + kBlockN * kDim;
-  bf16* q_s = v_s + kBlockN * kDim;       // [2][kBlockM][kDim]
-  bf16* do_s = q_s + 2 * kBlockM * kDim;  // [2][kBlockM][kDim]
-  float* lse_s = reinterpret_cast<float*>(do_s + 2 * kBlockM * kDim);  // [2][kBlockM]
-  float* delta_s = lse_s + 2 * kBlockM;                                // [2][kBlockM]
+  bf16* k32_s = v_s + kBlockN * kDim;                   // [2][kBlockN][32] (kDim 64)
+  bf16* q_s = k32_s + (kDim == 64 ? kBlockN * kDim : 0);  // [2][kBlockM][kDim]
+  bf16* do_s = q_s + 2 * kBlockM * kDim;                // [2][kBlockM][kDim]
+  bf16* ds_s = do_s + 2 * kBlockM * kDim;               // dS^T: [kBlockN][kBlockM]
+  float* lse_s = reinterpret_cast<float*>(ds_s + kBlockN * kBlockM);  // [2][kBlockM]
+  float* delta_s = lse_s + 2 * kBlockM;                               // [2][kBlockM]
+  float* dq_s = delta_s + 2 * kBlockM;  // [2][kBlockM * kDim], laid out as the accumulator
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wg = warp / 4;
-  const int num_groups = s.n_q / group;
-  const int b = blockIdx.x / num_groups, h_first = blockIdx.x % num_groups * group;
-  const int k0 = blockIdx.y * kBlockN;  // blockIdx.y = 0 has the most query tiles: first
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  // Broadcast from lane 0 so that ptxas sees the warpgroup index as uniform across the warp:
+  // wgmmas in branches on it are then not serialised (info C7520).
+  const int wg = __shfl_sync(0xffffffffu, warp / 4, 0);
+  // All key tiles of a (batch, head) run side by side, so that its dQ accumulator (T x kDim
+  // floats) stays in L2 while they add into it.
+  const int key_tiles = gridDim.x, query_tiles = (s.seq_len + kBlockM - 1) / kBlockM;
+  const int n = key_tiles - 1 - blockIdx.x;  // the last key tile first: see the top
+  const int b = blockIdx.y / s.n_q, h = blockIdx.y % s.n_q;
+  const int hk = h * s.n_k / s.n_q, hv = h * s.n_v / s.n_q;
+  const int k0 = n * kBlockN;
   const int64_t q_stride = int64_t(s.n_q) * s.d_qk, k_stride = int64_t(s.n_k) * s.d_qk;
   const int64_t v_stride = int64_t(s.n_v) * s.d_v, o_stride = int64_t(s.n_q) * s.d_v;
   const int64_t row0 = int64_t(b) * s.seq_len;
-  // Causal: query tiles from the one holding query k0 to the last.
-  const int i_start = k0 / kBlockM;
-  const int tiles_per_head = (s.seq_len + kBlockM - 1) / kBlockM - i_start;
-  const int steps = group * tiles_per_head;
+  const int64_t stat0 = (int64_t(b) * s.n_q + h) * s.seq_len;
   const int key_rows = min(kBlockN, s.seq_len - k0);
-  auto k_head_of = [&](int h) { return h * s.n_k / s.n_q; };
-  auto v_head_of = [&](int h) { return h * s.n_v / s.n_q; };
+  const int i_start = k0 / kBlockM;  // causal: the query tile holding query k0, to the last
 
-  auto load_kv = [&](int hk, int hv) {
-    load_tile<kBlockN, kDim, kThreads>(k_s, k + (row0 + k0) * k_stride + hk * s.d_qk,
-                                       k_stride, key_rows, s.d_qk);
-    load_tile<kBlockN, kDim, kThreads>(v_s, v + (row0 + k0) * v_stride + hv * s.d_v,
-                                       v_stride, key_rows, s.d_v);
-  };
-  // Q, dO, lse, delta of one query tile. The strides pass through an empty asm so that the
+  const bf16* k_rows = k + (row0 + k0) * k_stride + hk * s.d_qk;
+  load_tile<kBlockN, kDim, kThreads>(k_s, k_rows, k_stride, key_rows, s.d_qk);
+  if constexpr (kDim == 64)
+    load_panels<kBlockN, 32, 2, kThreads>(k32_s, k_rows, k_stride, key_rows, s.d_qk);
+  load_tile<kBlockN, kDim, kThreads>(v_s, v + (row0 + k0) * v_stride + hv * s.d_v, v_stride,
+                                     key_rows, s.d_v);
+  // Q, dO, lse, delta of query tile i. The strides pass through an empty asm so that the
   // chunk offsets are recomputed per step, not kept live beside S^T, dP^T, dK and dV.
-  auto load_step = [&](int step, int stage) {
+  auto load_step = [&](int i, int stage) {
     int64_t qs = q_stride, os = o_stride;
     asm volatile("" : "+l"(qs), "+l"(os));
-    int h = h_first + step / tiles_per_head, t0 = (i_start + step % tiles_per_head) * kBlockM;
-    int rows = min(kBlockM, s.seq_len - t0);
+    const int t0 = i * kBlockM, rows = min(kBlockM, s.seq_len - t0);
     load_tile<kBlockM, kDim, kThreads>(q_s + stage * kBlockM * kDim,
-                                       q + (row0 + t0) * qs + h * s.d_qk, qs, rows,
-                                       s.d_qk);
+                                       q + (row0 + t0) * qs + h * s.d_qk, qs, rows, s.d_qk);
     load_tile<kBlockM, kDim, kThreads>(do_s + stage * kBlockM * kDim,
-                                       d_out + (row0 + t0) * os + h * s.d_v, os, rows,
-                                       s.d_v);
-    const int64_t stat = (int64_t(b) * s.n_q + h) * s.seq_len + t0;
-    const int i = threadIdx.x % kBlockM;
-    const float* src = threadIdx.x < kBlockM ? lse + stat : delta + stat;
-    float* dst = (threadIdx.x < kBlockM ? lse_s : delta_s) + stage * kBlockM + i;
-    if (threadIdx.x < 2 * kBlockM) cp_async_4(dst, i < rows ? src + i : src, i < rows);
+                                       d_out + (row0 + t0) * os + h * s.d_v, os, rows, s.d_v);
+    const int r = threadIdx.x % kBlockM;
+    const float* src = (threadIdx.x < kBlockM ? lse : delta) + stat0 + t0;
+    float* dst = (threadIdx.x < kBlockM ? lse_s : delta_s) + stage * kBlockM + r;
+    if (threadIdx.x < 2 * kBlockM) cp_async_4(dst, r < rows ? src + r : src, r < rows);
   };
-
-  int cur_hk = k_head_of(h_first), cur_hv = v_head_of(h_first);
-  load_kv(cur_hk, cur_hv);
-  load_step(0, 0);
+  load_step(i_start, 0);
   cp_async_commit();
   cp_async_wait_all();
   fence_async_shared();
   __syncthreads();
 
   float dk[kDim / 8][4] = {}, dv[kDim / 8][4] = {};
-  bf16* d_k_rows = d_k + row0 * k_stride;
-  bf16* d_v_rows = d_v + row0 * v_stride;
   const int key_of_lane = k0 + warp * 16 + lane / 4;  // and key_of_lane + 8
-  for (int step = 0; step < steps; ++step) {
-    const int h = h_first + step / tiles_per_head;
-    const int t0 = (i_start + step % tiles_per_head) * kBlockM;
-    const int hk = k_head_of(h), hv = v_head_of(h);
-    if (hk != cur_hk || hv != cur_hv) {  // a K or V head's run of query heads has ended
-      if (hk != cur_hk) {
-        store_rows<kDim>(d_k_rows + cur_hk * s.d_qk, k_stride, k0 + warp * 16, s.seq_len,
-                         s.d_qk, dk, s.scale);
-        for (auto& tile : dk) tile[0] = tile[1] = tile[2] = tile[3] = 0.0f;
-      }
-      if (hv != cur_hv) {
-        store_rows<kDim>(d_v_rows + cur_hv * s.d_v, v_stride, k0 + warp * 16, s.seq_len,
-                         s.d_v, dv, 1.0f);
-        for (auto& tile : dv) tile[0] = tile[1] = tile[2] = tile[3] = 0.0f;
-      }
-      cur_hk = hk;
-      cur_hv = hv;
-      load_kv(hk, hv);  // the barrier closing the last step freed the K/V tiles
-      cp_async_commit();
-      cp_async_wait_all();
-      fence_async_shared();
-      __syncthreads();
-    }
-    if (step + 1 < steps) {
-      load_step(step + 1, (step + 1) % 2);
+  // This warpgroup's share of a dQ tile: its columns, and where its fragments sit in the
+  // tile's accumulator.
+  const int dq_col0 = wg * kCols0;
+  const int64_t dq_region = wg * kBlockM * kCols0;
+  int* signal = nullptr;  // thread 0: the turn to pass once the last pair's bulk add is done
+  for (int i = i_start; i < query_tiles; ++i) {
+    const int stage = (i - i_start) % 2, t0 = i * kBlockM;
+    if (i + 1 < query_tiles) {
+      load_step(i + 1, stage ^ 1);
       cp_async_commit();
     }
-    const int stage = step % 2;
+    // Key tiles m, m - 1, ..., 0 add into query tiles 2m and 2m + 1 (the rows of key tile m),
+    // in that order; the pair shares a turn, and a block adds its part of both at once.
+    const int m = i / 2, order = m - n;
+    const bool pair_end = i % 2 == 1 || i + 1 == query_tiles;
+    const int64_t tile = (int64_t(b) * s.n_q + h) * query_tiles + i;  // its accumulator
+    int* const turn = acc.dq_turn + (int64_t(b) * s.n_q + h) * key_tiles + m;
+    const int seen = threadIdx.x == 0 && order > 0 && pair_end ? read_turn(turn) : 0;
     const bf16* q_t = q_s + stage * kBlockM * kDim;
     const bf16* do_t = do_s + stage * kBlockM * kDim;
     const float* lse_t = lse_s + stage * kBlockM;
     const float* delta_t = delta_s + stage * kBlockM;
 
     // S^T = K Q^T and dP^T = V dO^T: the warpgroup's 64 keys x kBlockM queries.
-    // The first k step overwrites (scale-d 0): no zeroed accumulators.
     float st[kBlockM / 8][4], dpt[kBlockM / 8][4];
     wgmma_fence();
 #pragma unroll
@@ -323,13 +290,24 @@ __global__ void __launch_bounds__(kThreads)
         st[nt][e] = p;                                          // P^T
       }
     }
-    // dV += P^T dO and dK += dS^T Q, the A operands straight from the accumulators.
+    // dV += P^T dO and dK += dS^T Q, the A operands straight from the accumulators; dS^T also
+    // to shared memory (rows = keys, one swizzled 64-wide panel) for dQ.
     uint32_t pa[kBlockM / 16][4], da[kBlockM / 16][4];
+    const int key_row = warp * 16 + lane / 4;
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
       to_a_operand(pa[kk], st[2 * kk], st[2 * kk + 1]);
       to_a_operand(da[kk], dpt[2 * kk], dpt[2 * kk + 1]);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {  // columns kk*16 + [0, 8) and + [8, 16)
+        const int chunk = 2 * kk + half, at = lane % 4 * 2;
+        *reinterpret_cast<uint32_t*>(ds_s + swizzled_chunk<64>(key_row, chunk) + at) =
+            da[kk][2 * half];
+        *reinterpret_cast<uint32_t*>(ds_s + swizzled_chunk<64>(key_row + 8, chunk) + at) =
+            da[kk][2 * half + 1];
+      }
     }
+    fence_async_shared();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
@@ -341,19 +319,116 @@ __global__ void __launch_bounds__(kThreads)
       });
     }
     wgmma_commit();
+    // The last pair's bulk add has read the staging buffers this pair's steps rewrite.
+    if (threadIdx.x == 0 && signal) sm90::bulk_wait_read<0>();
+    __syncthreads();  // dS^T whole: both warpgroups' keys
+
+    // This warpgroup's columns of the tile's dQ = dS K over the block's 128 keys.
+    float dq[kCols0 / 8][4];
+    if constexpr (kDim > 64) {  // dQ's registers while P^T and dS^T are live would not fit
+      wgmma_wait<0>();
+      register_fence(pa);
+      register_fence(da);
+    }
+    if constexpr (kDim == 64)
+      ds_times_k<32>(dq, ds_s, [&](int kr) {
+        return mn_major_panel_descriptor<kBlockN, 32>(k32_s + wg * 32 * kBlockN, kr);
+      });
+    else if (kDim == 128 || wg == 0)
+      ds_times_k<64>(dq, ds_s, [&](int kr) {
+        return mn_major_descriptor<kBlockN, kDim>(k_s, kr, wg * 64);
+      });
+    else
+      ds_times_k<kDim - 64>(dq, ds_s, [&](int kr) {
+        return mn_major_descriptor<kBlockN, kDim>(k_s, kr, 64);
+      });
+    wgmma_commit();
+    // The last pair's turn passes on under the products, a step after its bulk add was issued
+    // (so that the add has finished; later passes cost more waiting down the line).
+    if (threadIdx.x == 0 && signal) pass_turn(signal);
+    signal = nullptr;
     wgmma_wait<0>();
     register_fence(dv);
     register_fence(dk);
+    register_fence(dq);
     register_fence(pa);
     register_fence(da);
+
+    // This block's part of the tile goes to shared memory; at the end of a pair, thread 0 adds
+    // both tiles with one bulk reduction once the turn is ours, or the last adder (key tile 0)
+    // adds the sums and writes dQ. Waiting only at the pair's end leaves the key tile above a
+    // step to pass the turn on.
+    with_dq_columns<kDim>(wg, [&](auto cols) {
+      store_fragments<cols>(dq_s + stage * kBlockM * kDim + dq_region, dq);
+    });
+    if (threadIdx.x == 0 && n == 0 && order > 0 && pair_end) wait_turn(turn, order, seen);
     cp_async_wait_all();
     fence_async_shared();
-    __syncthreads();
+    __syncthreads();  // staged (and for key tile 0, the turn is ours); the next tile landed
+    if (pair_end && n == 0) {
+      for (int p = 0; p <= i % 2; ++p) {
+        const int64_t t = tile - i % 2 + p;  // the pair's tiles in order
+        const int t0 = (i - i % 2 + p) * kBlockM;
+        bf16* dst = d_q + (row0 + t0) * q_stride + h * s.d_qk + dq_col0;
+        const int row = (warp % 4) * 16, cols = s.d_qk - dq_col0;
+        with_dq_columns<kDim>(wg, [&](auto kN) {
+          load_fragments<kN>(dq, dq_s + p * kBlockM * kDim + dq_region);
+          if (order > 0) add_fragments<kN>(dq, acc.dq + t * kBlockM * kDim + dq_region);
+          store_rows<kN>(dst, q_stride, row, s.seq_len - t0, cols, dq, s.scale);
+        });
+      }
+    } else if (pair_end && threadIdx.x == 0) {
+      float* pair = acc.dq + (tile - i % 2) * kBlockM * kDim;
+      const uint32_t bytes = (i % 2 + 1) * kBlockM * kDim * sizeof(float);
+      if (order > 0) {
+        wait_turn(turn, order, seen);
+        bulk_reduce_add(pair, dq_s, bytes);
+      } else {
+        bulk_store(pair, dq_s, bytes);
+      }
+      bulk_commit();
+      signal = turn;
+    }
   }
-  store_rows<kDim>(d_k_rows + cur_hk * s.d_qk, k_stride, k0 + warp * 16, s.seq_len, s.d_qk, dk,
-                   s.scale);
-  store_rows<kDim>(d_v_rows + cur_hv * s.d_v, v_stride, k0 + warp * 16, s.seq_len, s.d_v, dv,
-                   1.0f);
+  if (threadIdx.x == 0 && signal) pass_turn(signal);
+
+  // dK and dV: the query heads reading one K (V) head add into its tile in head order.
+  auto first_head = [&](int head, int n_heads) {  // the first query head reading it
+    return (head * s.n_q + n_heads - 1) / n_heads;
+  };
+  const int k_order = h - first_head(hk, s.n_k), v_order = h - first_head(hv, s.n_v);
+  const int k_last = first_head(hk + 1, s.n_k) - 1 - first_head(hk, s.n_k);
+  const int v_last = first_head(hv + 1, s.n_v) - 1 - first_head(hv, s.n_v);
+  const int64_t k_tile = (int64_t(b) * s.n_k + hk) * key_tiles + n;
+  const int64_t v_tile = (int64_t(b) * s.n_v + hv) * key_tiles + n;
+  if (threadIdx.x == 0) {
+    if (k_order > 0) wait_turn(acc.dk_turn + k_tile, k_order, read_turn(acc.dk_turn + k_tile));
+    if (v_order > 0) wait_turn(acc.dv_turn + v_tile, v_order, read_turn(acc.dv_turn + v_tile));
+  }
+  __syncthreads();
+  auto finish = [&](float (*grad)[4], float* region, int order, int last, bf16* dst,
+                    int64_t stride, int cols, float scale) {
+    region += wg * 64 * kDim;
+    if (order == last) {
+      if (order > 0) add_fragments<kDim>(grad, region);
+      store_rows<kDim>(dst, stride, k0 + warp * 16, s.seq_len, cols, grad, scale);
+    } else if (order == 0) {
+      store_fragments<kDim>(region, grad);
+    } else {
+      atomic_add_fragments<kDim>(region, grad);
+    }
+  };
+  finish(dk, acc.dk + k_tile * kBlockN * kDim, k_order, k_last,
+         d_k + row0 * k_stride + hk * s.d_qk, k_stride, s.d_qk, s.scale);
+  finish(dv, acc.dv + v_tile * kBlockN * kDim, v_order, v_last,
+         d_v + row0 * v_stride + hv * s.d_v, v_stride, s.d_v, 1.0f);
+  if (k_order < k_last || v_order < v_last) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      if (k_order < k_last) pass_turn(acc.dk_turn + k_tile);
+      if (v_order < v_last) pass_turn(acc.dv_turn + v_tile);
+    }
+  }
 }
 
 template <auto kKernel, int kSmem>
@@ -366,6 +441,28 @@ void allow_smem() {
   (void)configured;
 }
 
+// The accumulators and turn counters, in one device buffer that grows to the largest call.
+Accumulators accumulators(const Dims& s) {
+  const AttentionWorkspace w =
+      attention_workspace(s.batch, s.seq_len, s.n_q, s.n_k, s.n_v, s.d_qk, s.d_v);
+  static void* data = nullptr;
+  static size_t bytes = 0;
+  if (w.bytes() > bytes) {
+    device::release(data, bytes);
+    data = device::allocate(w.bytes());
+    bytes = w.bytes();
+  }
+  Accumulators a;
+  a.dq = static_cast<float*>(data);
+  a.dk = a.dq + w.dq_floats;
+  a.dv = a.dk + w.dk_floats;
+  a.dq_turn = reinterpret_cast<int*>(a.dv + w.dv_floats);
+  a.dk_turn = a.dq_turn + w.dq_turns;
+  a.dv_turn = a.dk_turn + w.dk_turns;
+  SIGMA_CUDA_CHECK(cudaMemsetAsync(a.dq_turn, 0, w.turns() * sizeof(int), stream()));
+  return a;
+}
+
 template <int kDim>
 void launch_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q, Tensor k,
                      Tensor v, Tensor out, Tensor lse, const Dims& s) {
@@ -373,24 +470,20 @@ void launch_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q,
   SIGMA_CHECK(size_t(s.batch) * s.n_q * s.seq_len * sizeof(float) <= kScratchBytes,
               "attention delta [{}, {}, {}] exceeds the CUDA scratch", s.batch, s.n_q, s.seq_len);
   const auto* dop = static_cast<const bf16*>(d_out.data);
-  const auto *qp = static_cast<const bf16*>(q.data), *kp = static_cast<const bf16*>(k.data);
-  const auto *vp = static_cast<const bf16*>(v.data), *op = static_cast<const bf16*>(out.data);
+  const int64_t rows = int64_t(s.batch) * s.seq_len * s.n_q;
+  attention_delta_kernel<<<unsigned(ceil_div(rows * 16, kThreads)), kThreads, 0, stream()>>>(
+      delta, dop, static_cast<const bf16*>(out.data), s);
+  SIGMA_CUDA_LAUNCHED("attention_delta");
 
-  constexpr int dq_smem = dq_smem_bytes<kDim>(), dq_block_n = kDqBlockN<kDim>;
-  allow_smem<attention_backward_dq_kernel<kDim, dq_block_n>, dq_smem>();
-  dim3 dq_grid(unsigned(s.batch * s.n_q), unsigned(ceil_div(s.seq_len, kDqBlockM)));
-  attention_backward_dq_kernel<kDim, dq_block_n><<<dq_grid, kThreads, dq_smem, stream()>>>(
-      static_cast<bf16*>(d_q.data), delta, dop, qp, kp, vp, op, lse.f32(), s);
-  SIGMA_CUDA_LAUNCHED("attention_backward_dq");
-
-  const int group = std::lcm(s.n_q / s.n_k, s.n_q / s.n_v);
-  constexpr int dkdv_smem = dkdv_smem_bytes<kDim>();
-  allow_smem<attention_backward_dkdv_kernel<kDim>, dkdv_smem>();
-  dim3 dkdv_grid(unsigned(s.batch * (s.n_q / group)), unsigned(ceil_div(s.seq_len, kKvBlockN)));
-  attention_backward_dkdv_kernel<kDim><<<dkdv_grid, kThreads, dkdv_smem, stream()>>>(
-      static_cast<bf16*>(d_k.data), static_cast<bf16*>(d_v.data), dop, qp, kp, vp, lse.f32(),
-      delta, s, group);
-  SIGMA_CUDA_LAUNCHED("attention_backward_dkdv");
+  const Accumulators acc = accumulators(s);
+  constexpr int smem = smem_bytes<kDim>();
+  allow_smem<attention_backward_kernel<kDim>, smem>();
+  dim3 grid(unsigned(ceil_div(s.seq_len, kBlockN)), unsigned(s.batch * s.n_q));
+  attention_backward_kernel<kDim><<<grid, kThreads, smem, stream()>>>(
+      static_cast<bf16*>(d_q.data), static_cast<bf16*>(d_k.data), static_cast<bf16*>(d_v.data),
+      dop, static_cast<const bf16*>(q.data), static_cast<const bf16*>(k.data),
+      static_cast<const bf16*>(v.data), lse.f32(), delta, acc, s);
+  SIGMA_CUDA_LAUNCHED("attention_backward");
 }
 
 }  // namespace

@@ -89,15 +89,15 @@ __device__ __forceinline__ float exp2_approx(float x) {  // exp2(-inf) = 0
   return y;
 }
 
-// Writes a warp's 16 x kDim accumulator rows (times `scale`) as bf16, rows [row0, row0+16)
-// of a matrix with `row_stride` elements per row, skipping rows >= rows and cols >= cols.
-template <int kDim>
+// Writes a warp's 16 x kCols accumulator rows (kCols / 8 blocks of 4, times `scale`) as bf16,
+// rows [row0, row0+16) of a matrix with `row_stride` elements per row, skipping rows >= rows
+// and cols >= cols.
+template <int kCols>
 __device__ __forceinline__ void store_rows(bf16* dst, int64_t row_stride, int row0, int rows,
-                                           int cols, const float (&acc)[kDim / 8][4],
-                                           float scale) {
+                                           int cols, const float (*acc)[4], float scale) {
   int lane = threadIdx.x % 32;
 #pragma unroll
-  for (int nt = 0; nt < kDim / 8; ++nt) {
+  for (int nt = 0; nt < kCols / 8; ++nt) {
     int col = nt * 8 + lane % 4 * 2;
 #pragma unroll
     for (int half = 0; half < 2; ++half) {

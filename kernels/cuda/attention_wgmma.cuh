@@ -111,6 +111,14 @@ __device__ __forceinline__ uint64_t mn_major_descriptor(const bf16* tile, int k0
                                        kRows * 128);
 }
 
+// Operand at k0 of one MN-major panel kWidth columns wide: for a tile also kept as narrower
+// panels than its TileLayout's (the backward's K at kDim 64, read 32 columns at a time).
+template <int kRows, int kWidth>
+__device__ __forceinline__ uint64_t mn_major_panel_descriptor(const bf16* panel, int k0) {
+  return sm90::matrix_descriptor(smem_address(panel + k0 * kWidth), kRows * 128, kWidth * 16,
+                                 kWidth == 64 ? sm90::Swizzle::k128B : sm90::Swizzle::k64B);
+}
+
 // Keeps the compiler from touching registers a wgmma still reads or writes: used right
 // after wgmma_wait<0> on its accumulators and register A operands.
 __device__ __forceinline__ void register_fence(float& x) { asm volatile("" : "+f"(x)::"memory"); }
@@ -124,14 +132,16 @@ __device__ __forceinline__ void register_fence(T (&x)[kRows][kCols]) {
 }
 
 // acc (N/8 tiles of 4) += A B for one 64 x N x 16 step of the warpgroup: rs takes A from
-// registers (this warp's 16 rows), ss from shared memory (K-major); B from shared memory,
-// K-major (kTransB 0) or MN-major (kTransB 1). With scale_d = 0 (SS at N = 64 and 128 only),
-// acc = A B: a product's first k step needs no zeroed accumulators.
+// registers (this warp's 16 rows), ss from shared memory K-major, ss_mn from shared memory
+// MN-major (M along the rows: A stored transposed); B from shared memory, K-major (kTransB 0)
+// or MN-major (kTransB 1). With scale_d = 0 (the ss forms that take it), acc = A B: a
+// product's first k step needs no zeroed accumulators.
 template <int N, int kTransB>
 struct Wgmma {
   static __device__ void rs(float (*acc)[4], const uint32_t (&a)[4], uint64_t desc_b);
   static __device__ void ss(float (*acc)[4], uint64_t desc_a, uint64_t desc_b);
   static __device__ void ss(float (*acc)[4], uint64_t desc_a, uint64_t desc_b, int scale_d);
+  static __device__ void ss_mn(float (*acc)[4], uint64_t desc_a, uint64_t desc_b, int scale_d);
 };
 
 // acc += A B over N columns in chunks of 64 (and one of 32 for N = 96).
@@ -194,6 +204,26 @@ __device__ __forceinline__ void Wgmma<64, 0>::ss(float (*acc)[4], uint64_t desc_
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
       "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
       "%32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(acc[0][0]), "+f"(acc[0][1]), "+f"(acc[0][2]), "+f"(acc[0][3]), "+f"(acc[1][0]), "+f"(acc[1][1]), "+f"(acc[1][2]), "+f"(acc[1][3]), "+f"(acc[2][0]), "+f"(acc[2][1]), "+f"(acc[2][2]), "+f"(acc[2][3]), "+f"(acc[3][0]), "+f"(acc[3][1]), "+f"(acc[3][2]), "+f"(acc[3][3]), "+f"(acc[4][0]), "+f"(acc[4][1]), "+f"(acc[4][2]), "+f"(acc[4][3]), "+f"(acc[5][0]), "+f"(acc[5][1]), "+f"(acc[5][2]), "+f"(acc[5][3]), "+f"(acc[6][0]), "+f"(acc[6][1]), "+f"(acc[6][2]), "+f"(acc[6][3]), "+f"(acc[7][0]), "+f"(acc[7][1]), "+f"(acc[7][2]), "+f"(acc[7][3])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void Wgmma<32, 1>::ss_mn(float (*acc)[4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+      "%16, %17, p, 1, 1, 1, 1;\n}\n"
+      : "+f"(acc[0][0]), "+f"(acc[0][1]), "+f"(acc[0][2]), "+f"(acc[0][3]), "+f"(acc[1][0]), "+f"(acc[1][1]), "+f"(acc[1][2]), "+f"(acc[1][3]), "+f"(acc[2][0]), "+f"(acc[2][1]), "+f"(acc[2][2]), "+f"(acc[2][3]), "+f"(acc[3][0]), "+f"(acc[3][1]), "+f"(acc[3][2]), "+f"(acc[3][3])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+template <>
+__device__ __forceinline__ void Wgmma<64, 1>::ss_mn(float (*acc)[4], uint64_t desc_a, uint64_t desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+      "%32, %33, p, 1, 1, 1, 1;\n}\n"
       : "+f"(acc[0][0]), "+f"(acc[0][1]), "+f"(acc[0][2]), "+f"(acc[0][3]), "+f"(acc[1][0]), "+f"(acc[1][1]), "+f"(acc[1][2]), "+f"(acc[1][3]), "+f"(acc[2][0]), "+f"(acc[2][1]), "+f"(acc[2][2]), "+f"(acc[2][3]), "+f"(acc[3][0]), "+f"(acc[3][1]), "+f"(acc[3][2]), "+f"(acc[3][3]), "+f"(acc[4][0]), "+f"(acc[4][1]), "+f"(acc[4][2]), "+f"(acc[4][3]), "+f"(acc[5][0]), "+f"(acc[5][1]), "+f"(acc[5][2]), "+f"(acc[5][3]), "+f"(acc[6][0]), "+f"(acc[6][1]), "+f"(acc[6][2]), "+f"(acc[6][3]), "+f"(acc[7][0]), "+f"(acc[7][1]), "+f"(acc[7][2]), "+f"(acc[7][3])
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }

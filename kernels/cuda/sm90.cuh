@@ -82,6 +82,32 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const void* map, uint64_t
       : "memory");
 }
 
+// Bulk copies from shared to global memory by the TMA engine (asynchronous, in the async proxy:
+// the source's writers fence_async_shared first). `bytes` a multiple of 16, both addresses
+// 16-byte aligned. Tracked per issuing thread in bulk groups: bulk_commit closes one;
+// bulk_wait_read<N> returns once at most N still read their source (the others' may be
+// rewritten), bulk_wait<N> once at most N are unfinished (the others' writes done).
+__device__ __forceinline__ void bulk_store(void* dst, const void* src, uint32_t bytes) {
+  asm volatile("cp.async.bulk.global.shared::cta.bulk_group [%0], [%1], %2;" ::"l"(dst),
+               "r"(smem_address(src)), "r"(bytes) : "memory");
+}
+// dst[i] += src[i] (fp32), each element added once, atomically with respect to other adds.
+__device__ __forceinline__ void bulk_reduce_add(float* dst, const float* src, uint32_t bytes) {
+  asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;"
+               ::"l"(dst), "r"(smem_address(src)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void bulk_commit() {
+  asm volatile("cp.async.bulk.commit_group;" ::: "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void bulk_wait_read() {
+  asm volatile("cp.async.bulk.wait_group.read %0;" ::"n"(kPending) : "memory");
+}
+template <int kPending>
+__device__ __forceinline__ void bulk_wait() {
+  asm volatile("cp.async.bulk.wait_group %0;" ::"n"(kPending) : "memory");
+}
+
 // Orders this thread's ordinary shared-memory stores before later reads by wgmma or TMA.
 __device__ __forceinline__ void fence_async_shared() {
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
