@@ -2,7 +2,7 @@
 // operands (kernels/cuda/attention_backward.cu), sized here so that the memory plan
 // (models/model_plan.cpp) counts it too: fp32 accumulators for the gradients it sums across
 // blocks (dQ per 64-row query tile, dK and dV per 128-row key tile, at the head dim rounded up
-// to the kernel's 64, 96 or 128) and turn counters (one per 128 rows of each).
+// to the kernels' tile width, attention_tile_dim) and turn counters (one per 128 rows of each).
 #pragma once
 
 #include <cstddef>
@@ -19,11 +19,16 @@ struct AttentionWorkspace {
   }
 };
 
+// The kernels' tile width for a head dim pair: the larger rounded up to 64, 96 or 128.
+inline int64_t attention_tile_dim(int64_t d_qk, int64_t d_v) {
+  const int64_t d = d_qk > d_v ? d_qk : d_v;
+  return d <= 64 ? 64 : d <= 96 ? 96 : 128;
+}
+
 inline AttentionWorkspace attention_workspace(int64_t batch, int64_t seq_len, int64_t n_q,
                                               int64_t n_k, int64_t n_v, int64_t d_qk,
                                               int64_t d_v) {
-  const int64_t d = d_qk > d_v ? d_qk : d_v;
-  const int64_t dim = d <= 64 ? 64 : d <= 96 ? 96 : 128;
+  const int64_t dim = attention_tile_dim(d_qk, d_v);
   const int64_t query_tiles = (seq_len + 63) / 64, key_tiles = (seq_len + 127) / 128;
   const int64_t dq = batch * n_q * key_tiles, dk = batch * n_k * key_tiles,
                 dv = batch * n_v * key_tiles;

@@ -58,10 +58,9 @@ ModelPlan plan_model(const ModelConfig& config, int64_t micro_batch, int64_t seq
     plan.bytes["weights (bf16 copy)"] = params.num_elements() * dtype_size(DType::kBF16);
     // The CUDA runtime's cuBLASLt workspace and reduction scratch (kernels/cuda/runtime.h),
     // and the attention backward's accumulators (kernels/attention_workspace.h).
-    plan.bytes["runtime buffers"] =
-        (size_t(128) << 20) + attention_workspace(micro_batch, seq_len, a.n_q, a.n_k, a.n_v,
-                                                  a.d_qk, a.d_v)
-                                  .bytes();
+    const AttentionWorkspace attention =
+        attention_workspace(micro_batch, seq_len, a.n_q, a.n_k, a.n_v, a.d_qk, a.d_v);
+    plan.bytes["runtime buffers"] = (size_t(128) << 20) + attention.bytes();
   }
   return plan;
 }

@@ -26,7 +26,6 @@
 // its accumulators are never zeroed and ptxas inserts no wait of its own (NOTES.md, version
 // 5). Left out: dropout, non-causal masks, TMA, warp specialisation, and FA3's overlap of the
 // elementwise work with the next products (the forward has it).
-#include "kernels/attention_workspace.h"
 #include "kernels/cuda/attention_wgmma.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/device.h"
@@ -40,6 +39,8 @@ namespace {
 using sm90::bulk_commit;
 using sm90::bulk_reduce_add;
 using sm90::bulk_store;
+using sm90::bulk_wait;
+using sm90::bulk_wait_read;
 
 constexpr int kThreads = 256;
 constexpr int kBlockN = 128;  // keys per block (64 per warpgroup)
@@ -84,7 +85,7 @@ __device__ __forceinline__ void wait_turn(const int* turn, int value, int seen) 
 // Passes the turn on once this thread's bulk additions are done; the release makes what the
 // barrier before ordered visible to the GPU first (it is cumulative).
 __device__ __forceinline__ void pass_turn(int* turn) {
-  sm90::bulk_wait<0>();
+  bulk_wait<0>();
   asm volatile("red.release.gpu.global.add.s32 [%0], 1;" ::"l"(turn) : "memory");
 }
 
@@ -320,7 +321,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     wgmma_commit();
     // The last pair's bulk add has read the staging buffers this pair's steps rewrite.
-    if (threadIdx.x == 0 && signal) sm90::bulk_wait_read<0>();
+    if (threadIdx.x == 0 && signal) bulk_wait_read<0>();
     __syncthreads();  // dS^T whole: both warpgroups' keys
 
     // This warpgroup's columns of the tile's dQ = dS K over the block's 128 keys.
@@ -334,7 +335,7 @@ __global__ void __launch_bounds__(kThreads)
       ds_times_k<32>(dq, ds_s, [&](int kr) {
         return mn_major_panel_descriptor<kBlockN, 32>(k32_s + wg * 32 * kBlockN, kr);
       });
-    else if (kDim == 128 || wg == 0)
+    else if (kDim == 128 || wg == 0)  // at 128 one path: no branch around the wgmmas
       ds_times_k<64>(dq, ds_s, [&](int kr) {
         return mn_major_descriptor<kBlockN, kDim>(k_s, kr, wg * 64);
       });
@@ -358,8 +359,8 @@ __global__ void __launch_bounds__(kThreads)
     // both tiles with one bulk reduction once the turn is ours, or the last adder (key tile 0)
     // adds the sums and writes dQ. Waiting only at the pair's end leaves the key tile above a
     // step to pass the turn on.
-    with_dq_columns<kDim>(wg, [&](auto cols) {
-      store_fragments<cols>(dq_s + stage * kBlockM * kDim + dq_region, dq);
+    with_dq_columns<kDim>(wg, [&](auto kN) {
+      store_fragments<kN>(dq_s + stage * kBlockM * kDim + dq_region, dq);
     });
     if (threadIdx.x == 0 && n == 0 && order > 0 && pair_end) wait_turn(turn, order, seen);
     cp_async_wait_all();
@@ -396,9 +397,9 @@ __global__ void __launch_bounds__(kThreads)
   auto first_head = [&](int head, int n_heads) {  // the first query head reading it
     return (head * s.n_q + n_heads - 1) / n_heads;
   };
-  const int k_order = h - first_head(hk, s.n_k), v_order = h - first_head(hv, s.n_v);
-  const int k_last = first_head(hk + 1, s.n_k) - 1 - first_head(hk, s.n_k);
-  const int v_last = first_head(hv + 1, s.n_v) - 1 - first_head(hv, s.n_v);
+  const int k_first = first_head(hk, s.n_k), v_first = first_head(hv, s.n_v);
+  const int k_order = h - k_first, k_last = first_head(hk + 1, s.n_k) - 1 - k_first;
+  const int v_order = h - v_first, v_last = first_head(hv + 1, s.n_v) - 1 - v_first;
   const int64_t k_tile = (int64_t(b) * s.n_k + hk) * key_tiles + n;
   const int64_t v_tile = (int64_t(b) * s.n_v + hv) * key_tiles + n;
   if (threadIdx.x == 0) {

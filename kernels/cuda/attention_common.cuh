@@ -13,6 +13,7 @@
 // softmax tile turns into an A operand in registers.
 #pragma once
 
+#include "kernels/attention_workspace.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/cuda/sm90.cuh"
 
@@ -46,10 +47,7 @@ inline Dims dims_of(const Tensor& q, const Tensor& k, const Tensor& v) {
 }
 
 // The shared-memory tile width for the head dims: 64, 96 or 128.
-inline int padded_dim(const Dims& s) {
-  int d = s.d_qk > s.d_v ? s.d_qk : s.d_v;
-  return d <= 64 ? 64 : d <= 96 ? 96 : 128;
-}
+inline int padded_dim(const Dims& s) { return int(attention_tile_dim(s.d_qk, s.d_v)); }
 
 inline void check_supported(const char* op, const Dims& s, const Tensor& q) {
   if (q.dtype != DType::kBF16)

@@ -88,10 +88,9 @@ __device__ __forceinline__ void load_tile(bf16* dst, const bf16* src, int64_t ro
                                         cols - kWide);
 }
 
-template <int kRows, int kDim>
-__device__ __forceinline__ uint64_t panel_descriptor(const bf16* start, int column,
+// The descriptor of an operand at `start` in a panel `width` (64 or 32) columns wide.
+__device__ __forceinline__ uint64_t panel_descriptor(const bf16* start, int width,
                                                      uint32_t leading) {
-  const int width = TileLayout<kRows, kDim>::width(column);
   return sm90::matrix_descriptor(smem_address(start), leading, width * 16,  // 8 rows
                                  width == 64 ? sm90::Swizzle::k128B : sm90::Swizzle::k64B);
 }
@@ -100,23 +99,22 @@ __device__ __forceinline__ uint64_t panel_descriptor(const bf16* start, int colu
 template <int kRows, int kDim>
 __device__ __forceinline__ uint64_t k_major_descriptor(const bf16* tile, int row0, int k0) {
   using Layout = TileLayout<kRows, kDim>;
-  return panel_descriptor<kRows, kDim>(
-      tile + Layout::panel(k0) + row0 * Layout::width(k0) + k0 % 64, k0, 16);
+  return panel_descriptor(tile + Layout::panel(k0) + row0 * Layout::width(k0) + k0 % 64,
+                          Layout::width(k0), 16);
 }
 // Operand at (k0, n0) of a tile whose rows are K and columns N, n0 a panel's first column.
 template <int kRows, int kDim>
 __device__ __forceinline__ uint64_t mn_major_descriptor(const bf16* tile, int k0, int n0) {
   using Layout = TileLayout<kRows, kDim>;
-  return panel_descriptor<kRows, kDim>(tile + Layout::panel(n0) + k0 * Layout::width(n0), n0,
-                                       kRows * 128);
+  return panel_descriptor(tile + Layout::panel(n0) + k0 * Layout::width(n0), Layout::width(n0),
+                          kRows * 128);
 }
 
 // Operand at k0 of one MN-major panel kWidth columns wide: for a tile also kept as narrower
 // panels than its TileLayout's (the backward's K at kDim 64, read 32 columns at a time).
 template <int kRows, int kWidth>
 __device__ __forceinline__ uint64_t mn_major_panel_descriptor(const bf16* panel, int k0) {
-  return sm90::matrix_descriptor(smem_address(panel + k0 * kWidth), kRows * 128, kWidth * 16,
-                                 kWidth == 64 ? sm90::Swizzle::k128B : sm90::Swizzle::k64B);
+  return panel_descriptor(panel + k0 * kWidth, kWidth, kRows * 128);
 }
 
 // Keeps the compiler from touching registers a wgmma still reads or writes: used right
