@@ -1,105 +1,170 @@
-// Causal DiffQKV attention forward on CUDA (Sigma paper section 2): FlashAttention-2's
-// online softmax (Dao 2023, algorithm 1) on Hopper's warpgroup tensor-core instructions
-// (wgmma, sm_90a; attention_wgmma.cuh).
+// Causal DiffQKV attention forward on CUDA (Sigma paper section 2): FlashAttention-2's online
+// softmax (Dao 2023, algorithm 1), scheduled as FlashAttention-3 does on Hopper (Shah et al.
+// 2024, section 3): warp specialisation, ping-pong of two warpgroups, and the softmax of one
+// key tile under the P V product of the one before.
 //
-// One block = 128 query rows of one (batch, query head), two warpgroups of 64 rows; each warp
-// owns 16 rows end to end (the running max and sum of its rows), so the softmax needs no
-// shared memory: S = Q K^T comes from Q and K tiles in shared memory, and P goes from the S
-// accumulators straight into the register A operand of O += P V. 128 rows share each K/V
-// tile, so each byte brought from L2 feeds 128 FLOP. K/V tiles are double-buffered with
-// cp.async. Query head h reads K head h*n_k/n_q and V head h*n_v/n_q in place: K and V are
-// never repeated. Statistics (max, sum, lse) are fp32; P is rounded to bf16 for P V, as in
-// every flash attention. Q stays in shared memory rather than in registers: a register A
-// operand that lives across the key loop was reallocated under a later wgmma by ptxas 13.0
-// (dev/attention/NOTES.md). Left out: dropout, non-causal masks, TMA and warp specialisation.
+// One block = 128 query rows of one (batch, query head) and three warpgroups. The producer
+// (warpgroup 0, one thread) loads Q once and the K and V tiles into a ring of kStages stages
+// with TMA (full / empty mbarriers per tile; K and V apart, so S can start before V lands).
+// Each consumer warpgroup owns 64 query rows end to end; each warp 16 rows with their running
+// max and sum, so the softmax needs no shared memory: P goes from the S accumulators straight
+// into the register A operand of O += P V. Per key tile j a consumer issues S_j = Q K_j^T and
+// O += P_{j-1} V_{j-1} back to back, runs the softmax of S_j while P_{j-1} V_{j-1} is still on
+// the tensor cores, then rescales O. The two consumers take turns to issue (two named
+// barriers), so one's softmax runs under the other's products. Query head h reads K head
+// h*n_k/n_q and V head h*n_v/n_q in place: K and V are never repeated. Statistics (max, sum,
+// lse) are fp32; P is rounded to bf16 for P V, as in every flash attention. Left out: dropout,
+// non-causal masks.
 #include "kernels/cuda/attention_wgmma.cuh"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/tensor_map.h"
 
 namespace sigma::cuda {
 namespace attention {
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kBlockM = 128;  // query rows per block, 64 per warpgroup
+// A block: the producer warpgroup, then kConsumers consumer warpgroups of 64 query rows (three
+// consumers, 192-row blocks, ran no faster at d64: dev/attention/NOTES.md, version 9).
+constexpr int kConsumers = 2;
+constexpr int kBlockM = 64 * kConsumers;
+constexpr int kThreads = 128 * (kConsumers + 1);
+// The producer gives its registers to the consumers, within the SM's 64K: 128 x (24 + 2 x 240).
+constexpr uint32_t kProducerRegisters = 24, kConsumerRegisters = 240;
+// Named barriers 1, 2: consumer c may issue its products once it syncs on 1 + c, and then
+// passes the turn to the next consumer (the last to consumer 0).
+constexpr uint32_t kTurnBarrier = 1;
 
-template <int kDim, int kBlockN>
-constexpr int forward_smem_bytes() {
-  return (kBlockM + 4 * kBlockN) * kDim * int(sizeof(bf16));  // Q, 2 x (K, V)
+// Q, K and V as TMA maps over [B, T, heads, d], i.e. 4-d (d, heads, T, B), read a panel at a
+// time (attention_wgmma.cuh): boxes of 64 columns with the 128B swizzle and, at kDim 96, of 32
+// columns with the 64B swizzle for the last panel.
+struct Maps {
+  CUtensorMap q, k, v, q_narrow, k_narrow, v_narrow;
+};
+
+template <int kDim, int kBlockN, int kStages>
+struct Shared {
+  bf16 q[kBlockM * kDim];
+  bf16 k[kStages][kBlockN * kDim];
+  bf16 v[kStages][kBlockN * kDim];
+  uint64_t q_full, k_full[kStages], v_full[kStages], k_empty[kStages], v_empty[kStages];
+};
+
+// Starts a [kRows][kDim] tile's TMA loads, panel by panel, completing on `bar`.
+template <int kRows, int kDim>
+__device__ __forceinline__ void load_tile_tma(bf16* dst, const CUtensorMap* wide,
+                                              const CUtensorMap* narrow, uint64_t* bar,
+                                              int head, int row, int batch) {
+  using Layout = TileLayout<kRows, kDim>;
+#pragma unroll
+  for (int p = 0; p < Layout::kWidePanels; ++p)
+    sm90::tma_load_4d(dst + p * 64 * kRows, wide, bar, p * 64, head, row, batch);
+  if constexpr (Layout::kNarrowPanel)
+    sm90::tma_load_4d(dst + Layout::kWidePanels * 64 * kRows, narrow, bar,
+                      Layout::kWidePanels * 64, head, row, batch);
 }
 
-template <int kDim, int kBlockN>
-__global__ void __launch_bounds__(kThreads)
-    attention_forward_kernel(bf16* out, float* lse, const bf16* q, const bf16* k,
-                             const bf16* v, Dims s) {
-  extern __shared__ __align__(1024) unsigned char smem[];
-  bf16* q_s = reinterpret_cast<bf16*>(smem);
-  bf16* k_s = q_s + kBlockM * kDim;       // [2][kBlockN][kDim]
-  bf16* v_s = k_s + 2 * kBlockN * kDim;  // [2][kBlockN][kDim]
+template <int kDim, int kBlockN, int kStages>
+__global__ void __launch_bounds__(kThreads, 1)
+    attention_forward_kernel(bf16* out, float* lse, const __grid_constant__ Maps maps, Dims s) {
+  using Smem = Shared<kDim, kBlockN, kStages>;
+  extern __shared__ __align__(1024) unsigned char smem_bytes[];
+  Smem& sm = *reinterpret_cast<Smem*>(smem_bytes);
+  constexpr uint32_t kTileBytes = kBlockN * kDim * sizeof(bf16);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, wg = warp / 4;
   const int b = blockIdx.x / s.n_q, h = blockIdx.x % s.n_q;
-  const int hk = h * s.n_k / s.n_q, hv = h * s.n_v / s.n_q;
   const int q0 = (gridDim.y - 1 - blockIdx.y) * kBlockM;  // the longest rows start first
-  const int64_t q_stride = int64_t(s.n_q) * s.d_qk, k_stride = int64_t(s.n_k) * s.d_qk;
-  const int64_t v_stride = int64_t(s.n_v) * s.d_v, o_stride = int64_t(s.n_q) * s.d_v;
-  const int64_t row0 = int64_t(b) * s.seq_len;  // (b, t = 0)
-  const bf16* k_head = k + row0 * k_stride + hk * s.d_qk;
-  const bf16* v_head = v + row0 * v_stride + hv * s.d_v;
   // Causal: the block's last row reads keys up to q_end - 1.
   const int q_end = min(q0 + kBlockM, s.seq_len);
   const int n_blocks = (q_end + kBlockN - 1) / kBlockN;
 
-  auto load_kv = [&](int j, int stage) {
-    int k0 = j * kBlockN, rows = min(kBlockN, s.seq_len - k0);
-    load_tile<kBlockN, kDim, kThreads>(k_s + stage * kBlockN * kDim,
-                                       k_head + k0 * k_stride, k_stride, rows, s.d_qk);
-    load_tile<kBlockN, kDim, kThreads>(v_s + stage * kBlockN * kDim,
-                                       v_head + k0 * v_stride, v_stride, rows, s.d_v);
-  };
-  load_tile<kBlockM, kDim, kThreads>(q_s, q + (row0 + q0) * q_stride + h * s.d_qk,
-                                     q_stride, q_end - q0, s.d_qk);
-  load_kv(0, 0);
-  cp_async_commit();
-  cp_async_wait_all();
-  fence_async_shared();
+  if (threadIdx.x == 0) {
+    sm90::mbarrier_init(&sm.q_full, 1);
+    for (int i = 0; i < kStages; ++i) {
+      sm90::mbarrier_init(&sm.k_full[i], 1);  // the producer's arrive_expect_tx, plus the bytes
+      sm90::mbarrier_init(&sm.v_full[i], 1);
+      sm90::mbarrier_init(&sm.k_empty[i], 4 * kConsumers);  // one arrival per consumer warp
+      sm90::mbarrier_init(&sm.v_empty[i], 4 * kConsumers);
+    }
+    sm90::mbarrier_init_fence();
+  }
   __syncthreads();
 
+  if (wg == 0) {  // the producer
+    sm90::shrink_registers<kProducerRegisters>();
+    if (threadIdx.x != 0) return;
+    const int hk = h * s.n_k / s.n_q, hv = h * s.n_v / s.n_q;
+    sm90::mbarrier_arrive_expect_tx(&sm.q_full, kBlockM * kDim * sizeof(bf16));
+    load_tile_tma<kBlockM, kDim>(sm.q, &maps.q, &maps.q_narrow, &sm.q_full, h, q0, b);
+    for (int j = 0; j < n_blocks; ++j) {
+      const int stage = j % kStages;
+      const uint32_t phase = j / kStages % 2;
+      sm90::mbarrier_wait(&sm.k_empty[stage], phase ^ 1);
+      sm90::mbarrier_arrive_expect_tx(&sm.k_full[stage], kTileBytes);
+      load_tile_tma<kBlockN, kDim>(sm.k[stage], &maps.k, &maps.k_narrow, &sm.k_full[stage], hk,
+                                   j * kBlockN, b);
+      sm90::mbarrier_wait(&sm.v_empty[stage], phase ^ 1);
+      sm90::mbarrier_arrive_expect_tx(&sm.v_full[stage], kTileBytes);
+      load_tile_tma<kBlockN, kDim>(sm.v[stage], &maps.v, &maps.v_narrow, &sm.v_full[stage], hv,
+                                   j * kBlockN, b);
+    }
+    return;
+  }
+
+  sm90::grow_registers<kConsumerRegisters>();
+  const int consumer = wg - 1, cwarp = warp - 4;  // this warp's 16 rows: cwarp * 16 on
+  const uint32_t my_turn = kTurnBarrier + consumer;
+  const uint32_t next_turn = kTurnBarrier + (consumer + 1) % kConsumers;
+  if (consumer == kConsumers - 1) sm90::named_barrier_arrive(next_turn, 256);  // 0 goes first
+
   float o[kDim / 8][4] = {};
+  uint32_t pa[kBlockN / 16][4];  // P of the previous key tile, as bf16 A operands
   // This lane's two rows (lane/4 and lane/4 + 8 of the warp's 16): running max (base-2,
   // scaled) and this lane's share of the running sum (the quad adds its shares at the end).
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.0f, 0.0f};
-  const int row_q[2] = {q0 + warp * 16 + lane / 4, q0 + warp * 16 + lane / 4 + 8};
+  const int row_q[2] = {q0 + cwarp * 16 + lane / 4, q0 + cwarp * 16 + lane / 4 + 8};
 
-  for (int j = 0; j < n_blocks; ++j) {
-    if (j + 1 < n_blocks) {
-      load_kv(j + 1, (j + 1) % 2);
-      cp_async_commit();
-    }
-    const bf16* k_t = k_s + (j % 2) * kBlockN * kDim;
-    const bf16* v_t = v_s + (j % 2) * kBlockN * kDim;
-
-    float sc[kBlockN / 8][4] = {};  // S = Q K^T for the warpgroup's 64 rows x kBlockN keys
+  // Our turn at the tensor cores, and passing it on once our products are issued.
+  auto take_turn = [&] {
+    sm90::named_barrier(my_turn, 256);
     wgmma_fence();
+  };
+  auto pass_turn = [&] { sm90::named_barrier_arrive(next_turn, 256); };
+  // S = Q K_j^T, for the warpgroup's 64 rows x kBlockN keys.
+  auto issue_s = [&](int j, float (*sc)[4]) {
+    const int stage = j % kStages;
 #pragma unroll
     for (int ks = 0; ks < kDim / 16; ++ks)
-#pragma unroll
-      for (int n0 = 0; n0 < kBlockN; n0 += 64)
-        Wgmma<64, 0>::ss(sc + n0 / 8, k_major_descriptor<kBlockM, kDim>(q_s, wg * 64, ks * 16),
-                         k_major_descriptor<kBlockN, kDim>(k_t, n0, ks * 16));
+      Wgmma<kBlockN, 0>::ss(sc, k_major_descriptor<kBlockM, kDim>(sm.q, consumer * 64, ks * 16),
+                            k_major_descriptor<kBlockN, kDim>(sm.k[stage], 0, ks * 16), ks > 0);
     wgmma_commit();
-    wgmma_wait<0>();
-    register_fence(sc);
-
+  };
+  // O += P V_j, P being the key tile's softmax in pa. (Its loads are waited for before the
+  // turn: a spin loop between two wgmmas would make ptxas serialise them.)
+  auto wait_v = [&](int j) { sm90::mbarrier_wait(&sm.v_full[j % kStages], j / kStages % 2); };
+  auto issue_pv = [&](int j) {
+    const int stage = j % kStages;
+#pragma unroll
+    for (int kk = 0; kk < kBlockN / 16; ++kk)
+      wgmma_rs_wide<kDim, 1>(o, pa[kk], [&](int n0) {
+        return mn_major_descriptor<kBlockN, kDim>(sm.v[stage], kk * 16, n0);
+      });
+    wgmma_commit();
+  };
+  // S_j has landed in sc (K_j's stage is free): mask it, and turn it into P with the running
+  // statistics; alpha rescales what O holds.
+  auto softmax = [&](int j, float (*sc)[4], float (&alpha)[2]) {
+    register_fence(*reinterpret_cast<float(*)[kBlockN / 8][4]>(sc));
+    if (lane == 0) sm90::mbarrier_arrive(&sm.k_empty[j % kStages]);
     const int k0 = j * kBlockN;
-    if (k0 + kBlockN - 1 > q0) {  // tiles on the diagonal (they also hold the keys past T)
+    if (k0 + kBlockN - 1 > q0 + cwarp * 16) {  // tiles on the warp's diagonal (and past T)
 #pragma unroll
       for (int nt = 0; nt < kBlockN / 8; ++nt)
 #pragma unroll
         for (int e = 0; e < 4; ++e)
           if (k0 + nt * 8 + lane % 4 * 2 + (e & 1) > row_q[e >> 1]) sc[nt][e] = -INFINITY;
     }
-
-    // Online softmax. Key 0 is in every row's first tile, so row_max is finite from j = 0.
+    // Key 0 is in every row's first tile, so row_max is finite from j = 0.
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       float mx = -INFINITY;
@@ -108,15 +173,10 @@ __global__ void __launch_bounds__(kThreads)
         mx = fmaxf(mx, fmaxf(sc[nt][2 * half], sc[nt][2 * half + 1]));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      float new_max = fmaxf(row_max[half], mx * s.scale_log2);
-      float alpha = exp2_approx(row_max[half] - new_max);
+      const float new_max = fmaxf(row_max[half], mx * s.scale_log2);
+      alpha[half] = exp2_approx(row_max[half] - new_max);
       row_max[half] = new_max;
-      float sum = row_sum[half] * alpha;
-#pragma unroll
-      for (int nt = 0; nt < kDim / 8; ++nt) {
-        o[nt][2 * half] *= alpha;
-        o[nt][2 * half + 1] *= alpha;
-      }
+      float sum = row_sum[half] * alpha[half];
 #pragma unroll
       for (int nt = 0; nt < kBlockN / 8; ++nt)
 #pragma unroll
@@ -127,25 +187,52 @@ __global__ void __launch_bounds__(kThreads)
         }
       row_sum[half] = sum;
     }
-
-    // O += P V, with P from the accumulators as bf16 register A operands.
-    uint32_t pa[kBlockN / 16][4];
+  };
+  auto keep_p = [&](float (*sc)[4]) {
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) to_a_operand(pa[kk], sc[2 * kk], sc[2 * kk + 1]);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < kBlockN / 16; ++kk)
-      wgmma_rs_wide<kDim, 1>(o, pa[kk], [&](int n0) {
-        return mn_major_descriptor<kBlockN, kDim>(v_t, kk * 16, n0);
-      });
-    wgmma_commit();
+  };
+
+  sm90::mbarrier_wait(&sm.q_full, 0);
+  {  // key tile 0: no P V before it
+    float sc[kBlockN / 8][4], alpha[2];
+    sm90::mbarrier_wait(&sm.k_full[0], 0);
+    take_turn();
+    issue_s(0, sc);
+    pass_turn();
     wgmma_wait<0>();
+    softmax(0, sc, alpha);
+    keep_p(sc);
+  }
+  for (int j = 1; j < n_blocks; ++j) {
+    float sc[kBlockN / 8][4], alpha[2];
+    sm90::mbarrier_wait(&sm.k_full[j % kStages], j / kStages % 2);
+    wait_v(j - 1);
+    take_turn();
+    issue_s(j, sc);
+    issue_pv(j - 1);
+    pass_turn();
+    wgmma_wait<1>();  // S_j done; P_{j-1} V_{j-1} may still run
+    softmax(j, sc, alpha);
+    wgmma_wait<0>();  // the previous P V has finished: O and pa are ours again
     register_fence(o);
     register_fence(pa);
-    cp_async_wait_all();  // tile j + 1 has landed...
-    fence_async_shared();
-    __syncthreads();      // ...and no warp still reads tile j's buffers
+    if (lane == 0) sm90::mbarrier_arrive(&sm.v_empty[(j - 1) % kStages]);
+#pragma unroll
+    for (int nt = 0; nt < kDim / 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[nt][e] *= alpha[e >> 1];
+    keep_p(sc);
   }
+
+  // The last tile's P V, in turn; the last consumer to issue passes no turn on.
+  wait_v(n_blocks - 1);
+  take_turn();
+  issue_pv(n_blocks - 1);
+  if (consumer != kConsumers - 1) pass_turn();
+  wgmma_wait<0>();
+  register_fence(o);
+  register_fence(pa);
 
 #pragma unroll
   for (int half = 0; half < 2; ++half) {
@@ -162,23 +249,45 @@ __global__ void __launch_bounds__(kThreads)
       lse[(int64_t(b) * s.n_q + h) * s.seq_len + row_q[half]] =
           (row_max[half] + __log2f(sum)) * kLn2;
   }
-  store_rows<kDim>(out + row0 * o_stride + h * s.d_v, o_stride, q0 + warp * 16, s.seq_len,
-                   s.d_v, o, 1.0f);
+  const int64_t o_stride = int64_t(s.n_q) * s.d_v;
+  store_rows<kDim>(out + int64_t(b) * s.seq_len * o_stride + h * s.d_v, o_stride,
+                   q0 + cwarp * 16, s.seq_len, s.d_v, o, 1.0f);
 }
 
+// The TMA maps of one call: each of Q, K, V as (d, heads, T, B), boxes of one panel's width.
 template <int kDim, int kBlockN>
+Maps maps_of(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& s) {
+  auto map = [&](const Tensor& t, int heads, int d, uint32_t rows, uint32_t width) {
+    return bf16_tensor_map(t.data, {d, heads, s.seq_len, s.batch}, {width, 1, rows, 1},
+                           width == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B);
+  };
+  Maps m;
+  m.q = map(q, s.n_q, s.d_qk, kBlockM, 64);
+  m.k = map(k, s.n_k, s.d_qk, kBlockN, 64);
+  m.v = map(v, s.n_v, s.d_v, kBlockN, 64);
+  if constexpr (TileLayout<kBlockM, kDim>::kNarrowPanel) {
+    m.q_narrow = map(q, s.n_q, s.d_qk, kBlockM, 32);
+    m.k_narrow = map(k, s.n_k, s.d_qk, kBlockN, 32);
+    m.v_narrow = map(v, s.n_v, s.d_v, kBlockN, 32);
+  } else {
+    m.q_narrow = m.q, m.k_narrow = m.k, m.v_narrow = m.v;  // never read
+  }
+  return m;
+}
+
+template <int kDim, int kBlockN, int kStages>
 void launch_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, const Dims& s) {
-  constexpr int smem = forward_smem_bytes<kDim, kBlockN>();
-  static const bool configured = [] {
-    SIGMA_CUDA_CHECK(cudaFuncSetAttribute(attention_forward_kernel<kDim, kBlockN>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+  constexpr int smem = int(sizeof(Shared<kDim, kBlockN, kStages>));
+  auto* kernel = attention_forward_kernel<kDim, kBlockN, kStages>;
+  static const bool configured = [&] {
+    SIGMA_CUDA_CHECK(
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     return true;
   }();
   (void)configured;
   dim3 grid(unsigned(s.batch * s.n_q), unsigned(ceil_div(s.seq_len, kBlockM)));
-  attention_forward_kernel<kDim, kBlockN><<<grid, kThreads, smem, stream()>>>(
-      static_cast<bf16*>(out.data), lse.f32(), static_cast<const bf16*>(q.data),
-      static_cast<const bf16*>(k.data), static_cast<const bf16*>(v.data), s);
+  kernel<<<grid, kThreads, smem, stream()>>>(static_cast<bf16*>(out.data), lse.f32(),
+                                             maps_of<kDim, kBlockN>(q, k, v, s), s);
   SIGMA_CUDA_LAUNCHED("attention_forward");
 }
 
@@ -189,12 +298,12 @@ void attention_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v) {
   using namespace attention;
   const Dims s = dims_of(q, k, v);
   check_supported("attention_forward", s, q);
-  // Key tiles of 64 at d64 (0.967 ms against 1.316 with 128 for B4 T4096 32/4/16 on an H200),
-  // of 128 at d96 and d128 (dev/attention/NOTES.md, version 1's tile sweep).
   switch (padded_dim(s)) {
-    case 64: return launch_forward<64, 64>(out, lse, q, k, v, s);
-    case 96: return launch_forward<96, 128>(out, lse, q, k, v, s);
-    default: return launch_forward<128, 128>(out, lse, q, k, v, s);
+    // Key tiles of 128 everywhere (64 ran the same at d64: NOTES.md, version 9); three stages
+    // where shared memory has room.
+    case 64: return launch_forward<64, 128, 3>(out, lse, q, k, v, s);
+    case 96: return launch_forward<96, 128, 2>(out, lse, q, k, v, s);
+    default: return launch_forward<128, 128, 2>(out, lse, q, k, v, s);
   }
 }
 

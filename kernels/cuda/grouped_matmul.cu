@@ -29,9 +29,7 @@
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/sm90.cuh"
 #include "kernels/cuda/runtime.h"
-
-#include <cuda.h>
-#include <cudaTypedefs.h>
+#include "kernels/cuda/tensor_map.h"
 
 #include <algorithm>
 #include <initializer_list>
@@ -428,39 +426,13 @@ __global__ void __launch_bounds__(T::kThreads, 1)
   }
 }
 
-PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
-  static PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
-    void* fn = nullptr;
-    cudaDriverEntryPointQueryResult found;
-    SIGMA_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000,
-                                                      cudaEnableDefault, &found));
-    SIGMA_CHECK(found == cudaDriverEntryPointSuccess && fn != nullptr,
-                "the CUDA driver has no cuTensorMapEncodeTiled");
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
-  }();
-  return encode;
-}
-
-// A TMA map over a row-major bf16 tensor, dims innermost first, read in boxes of
-// 64 x box_rows (x 1) elements with the 128-byte swizzle.
-CUtensorMap tensor_map(const void* data, std::initializer_list<int64_t> dims, uint32_t box_rows) {
-  SIGMA_CHECK(reinterpret_cast<uintptr_t>(data) % 16 == 0, "grouped_matmul: unaligned tensor");
-  cuuint64_t size[3], stride[2];
-  cuuint32_t box[3] = {64, box_rows, 1}, element_stride[3] = {1, 1, 1};
-  int rank = 0;
-  cuuint64_t bytes = 2;
-  for (int64_t d : dims) {
-    if (rank > 0) stride[rank - 1] = bytes;
-    size[rank++] = cuuint64_t(d);
-    bytes *= cuuint64_t(d);
-  }
-  CUtensorMap map;
-  CUresult result = tensor_map_encoder()(
-      &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, cuuint32_t(rank), const_cast<void*>(data), size,
-      stride, box, element_stride, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-      CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  SIGMA_CHECK(result == CUDA_SUCCESS, "cuTensorMapEncodeTiled failed ({})", int(result));
-  return map;
+// A map over a row-major bf16 tensor (sizes innermost first) read in boxes of 64 x box_rows
+// (x 1): one 128-byte swizzle row per box row.
+CUtensorMap tensor_map(const void* data, std::initializer_list<int64_t> sizes,
+                       uint32_t box_rows) {
+  if (sizes.size() == 2)
+    return bf16_tensor_map(data, sizes, {64, box_rows}, CU_TENSOR_MAP_SWIZZLE_128B);
+  return bf16_tensor_map(data, sizes, {64, box_rows, 1}, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 template <class T, Pass kPass>

@@ -82,6 +82,16 @@ __device__ __forceinline__ void tma_load_3d(void* dst, const void* map, uint64_t
       : "memory");
 }
 
+__device__ __forceinline__ void tma_load_4d(void* dst, const void* map, uint64_t* bar, int c0,
+                                            int c1, int c2, int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4, %5, %6}], [%2];" ::"r"(smem_address(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(smem_address(bar)), "r"(c0), "r"(c1), "r"(c2),
+      "r"(c3)
+      : "memory");
+}
+
 // Bulk copies from shared to global memory by the TMA engine (asynchronous, in the async proxy:
 // the source's writers fence_async_shared first). `bytes` a multiple of 16, both addresses
 // 16-byte aligned. Tracked per issuing thread in bulk groups: bulk_commit closes one;
@@ -117,6 +127,11 @@ __device__ __forceinline__ void fence_async_shared() {
 // __syncthreads').
 __device__ __forceinline__ void named_barrier(uint32_t id, uint32_t threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+// This warp's arrival at named barrier `id` (of `threads` in all), without waiting for it.
+__device__ __forceinline__ void named_barrier_arrive(uint32_t id, uint32_t threads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
 // Gives registers back (the producer) or takes the freed ones (the consumers): warpgroup-wide,
