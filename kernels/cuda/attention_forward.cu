@@ -1,7 +1,6 @@
 // Causal DiffQKV attention forward on CUDA (Sigma paper section 2): FlashAttention-2's online
 // softmax (Dao 2023, algorithm 1), scheduled as FlashAttention-3 does on Hopper (Shah et al.
-// 2024, section 3): warp specialisation, ping-pong of two warpgroups, and the softmax of one
-// key tile under the P V product of the one before.
+// 2024, section 3): warp specialisation and a ping-pong of two warpgroups.
 //
 // One block = 128 query rows of one (batch, query head) and three warpgroups. The producer
 // (warpgroup 0, one thread) loads Q once and the K and V tiles into a ring of kStages stages
@@ -9,9 +8,10 @@
 // Each consumer warpgroup owns 64 query rows end to end; each warp 16 rows with their running
 // max and sum, so the softmax needs no shared memory: P goes from the S accumulators straight
 // into the register A operand of O += P V. Per key tile j a consumer issues S_j = Q K_j^T and
-// O += P_{j-1} V_{j-1} back to back, runs the softmax of S_j while P_{j-1} V_{j-1} is still on
-// the tensor cores, then rescales O. The two consumers take turns to issue (two named
-// barriers), so one's softmax runs under the other's products. Query head h reads K head
+// O += P_{j-1} V_{j-1} back to back, waits for S_j, runs its softmax, waits for P_{j-1} V_{j-1}
+// and rescales O. (ptxas hoists that second wait above the softmax; forcing the order ran
+// slower: dev/attention/NOTES.md, version 9.) The two consumers take turns to issue (two
+// named barriers), so one's softmax runs under the other's products. Query head h reads K head
 // h*n_k/n_q and V head h*n_v/n_q in place: K and V are never repeated. Statistics (max, sum,
 // lse) are fp32; P is rounded to bf16 for P V, as in every flash attention. Left out: dropout,
 // non-causal masks.
@@ -212,7 +212,7 @@ __global__ void __launch_bounds__(kThreads, 1)
     issue_s(j, sc);
     issue_pv(j - 1);
     pass_turn();
-    wgmma_wait<1>();  // S_j done; P_{j-1} V_{j-1} may still run
+    wgmma_wait<1>();  // S_j done
     softmax(j, sc, alpha);
     wgmma_wait<0>();  // the previous P V has finished: O and pa are ours again
     register_fence(o);
