@@ -31,8 +31,8 @@ constexpr int kThreads = 128 * (kConsumers + 1);
 // The producer gives its registers to the consumers, within the SM's 64K: 128 x (24 + 2 x 240).
 constexpr uint32_t kProducerRegisters = 24, kConsumerRegisters = 240;
 // Named barriers 1, 2: consumer c may issue its products once it syncs on 1 + c, and then
-// passes the turn to the next consumer (the last to consumer 0).
-constexpr uint32_t kTurnBarrier = 1;
+// passes the turn to the next consumer (the last to consumer 0): 128 threads sync, 128 arrive.
+constexpr uint32_t kTurnBarrier = 1, kTurnThreads = 256;
 
 // Q, K and V as TMA maps over [B, T, heads, d], i.e. 4-d (d, heads, T, B), read a panel at a
 // time (attention_wgmma.cuh): boxes of 64 columns with the 128B swizzle and, at kDim 96, of 32
@@ -115,7 +115,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   const int consumer = wg - 1, cwarp = warp - 4;  // this warp's 16 rows: cwarp * 16 on
   const uint32_t my_turn = kTurnBarrier + consumer;
   const uint32_t next_turn = kTurnBarrier + (consumer + 1) % kConsumers;
-  if (consumer == kConsumers - 1) sm90::named_barrier_arrive(next_turn, 256);  // 0 goes first
+  // Consumer 0 goes first: the last consumer passes it the turn before its first product.
+  if (consumer == kConsumers - 1) sm90::named_barrier_arrive(next_turn, kTurnThreads);
 
   float o[kDim / 8][4] = {};
   uint32_t pa[kBlockN / 16][4];  // P of the previous key tile, as bf16 A operands
@@ -126,12 +127,13 @@ __global__ void __launch_bounds__(kThreads, 1)
 
   // Our turn at the tensor cores, and passing it on once our products are issued.
   auto take_turn = [&] {
-    sm90::named_barrier(my_turn, 256);
+    sm90::named_barrier(my_turn, kTurnThreads);
     wgmma_fence();
   };
-  auto pass_turn = [&] { sm90::named_barrier_arrive(next_turn, 256); };
-  // S = Q K_j^T, for the warpgroup's 64 rows x kBlockN keys.
-  auto issue_s = [&](int j, float (*sc)[4]) {
+  auto pass_turn = [&] { sm90::named_barrier_arrive(next_turn, kTurnThreads); };
+  // S = Q K_j^T.
+  using Scores = float[kBlockN / 8][4];  // S, then P, for the warpgroup's 64 rows x kBlockN keys
+  auto issue_s = [&](int j, Scores& sc) {
     const int stage = j % kStages;
 #pragma unroll
     for (int ks = 0; ks < kDim / 16; ++ks)
@@ -153,8 +155,8 @@ __global__ void __launch_bounds__(kThreads, 1)
   };
   // S_j has landed in sc (K_j's stage is free): mask it, and turn it into P with the running
   // statistics; alpha rescales what O holds.
-  auto softmax = [&](int j, float (*sc)[4], float (&alpha)[2]) {
-    register_fence(*reinterpret_cast<float(*)[kBlockN / 8][4]>(sc));
+  auto softmax = [&](int j, Scores& sc, float (&alpha)[2]) {
+    register_fence(sc);
     if (lane == 0) sm90::mbarrier_arrive(&sm.k_empty[j % kStages]);
     const int k0 = j * kBlockN;
     if (k0 + kBlockN - 1 > q0 + cwarp * 16) {  // tiles on the warp's diagonal (and past T)
@@ -188,14 +190,15 @@ __global__ void __launch_bounds__(kThreads, 1)
       row_sum[half] = sum;
     }
   };
-  auto keep_p = [&](float (*sc)[4]) {
+  auto keep_p = [&](const Scores& sc) {
 #pragma unroll
     for (int kk = 0; kk < kBlockN / 16; ++kk) to_a_operand(pa[kk], sc[2 * kk], sc[2 * kk + 1]);
   };
 
   sm90::mbarrier_wait(&sm.q_full, 0);
   {  // key tile 0: no P V before it
-    float sc[kBlockN / 8][4], alpha[2];
+    Scores sc;
+    float alpha[2];
     sm90::mbarrier_wait(&sm.k_full[0], 0);
     take_turn();
     issue_s(0, sc);
@@ -205,7 +208,8 @@ __global__ void __launch_bounds__(kThreads, 1)
     keep_p(sc);
   }
   for (int j = 1; j < n_blocks; ++j) {
-    float sc[kBlockN / 8][4], alpha[2];
+    Scores sc;
+    float alpha[2];
     sm90::mbarrier_wait(&sm.k_full[j % kStages], j / kStages % 2);
     wait_v(j - 1);
     take_turn();
