@@ -43,8 +43,9 @@ using sm90::bulk_wait;
 using sm90::bulk_wait_read;
 
 constexpr int kThreads = 256;
-constexpr int kBlockN = 128;  // keys per block (64 per warpgroup)
-constexpr int kBlockM = 64;   // queries per Q/dO tile (the N of S^T = K Q^T)
+constexpr int kBlockN = kAttentionKeyTile;    // keys per block (64 per warpgroup)
+constexpr int kBlockM = kAttentionQueryTile;  // queries per Q/dO tile (the N of S^T = K Q^T)
+static_assert(kBlockN == 128 && kBlockM == 64, "the warpgroup split and the dQ pairs assume these");
 
 // dQ's columns by warpgroup: [0, kDqCols0) and [kDqCols0, kDim). At kDim 64 each takes 32,
 // read from a copy of K kept as two 32-wide panels (a wgmma's N never spans part of a

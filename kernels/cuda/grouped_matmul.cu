@@ -272,7 +272,8 @@ __device__ void store_rows(const float (&acc)[T::kTileN / 2], const Tile& tile, 
       for (int r = 0; r < 4; ++r) {
         // Round r pairs lane q with lane q ^ r: each sends its pair of the other's block.
         const int other = q ^ r;
-        const uint32_t send = other == 0 ? mine[0] : other == 1 ? mine[1] : other == 2 ? mine[2] : mine[3];
+        const uint32_t send =
+            other == 0 ? mine[0] : other == 1 ? mine[1] : other == 2 ? mine[2] : mine[3];
         const uint32_t got = r == 0 ? send : __shfl_xor_sync(0xffffffffu, send, r);
         if (other == 0) chunk[0] = got;
         if (other == 1) chunk[1] = got;
