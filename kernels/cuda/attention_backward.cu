@@ -24,8 +24,9 @@
 // Every A operand that lives across a loop is read from shared memory (see
 // attention_forward.cu). The first k step of each shared-memory product passes scale-d 0, so
 // its accumulators are never zeroed and ptxas inserts no wait of its own (NOTES.md, version
-// 5). Left out: dropout, non-causal masks, TMA, warp specialisation, and FA3's overlap of the
-// elementwise work with the next products (the forward has it).
+// 5). At head dim 64 a writer warp does the dQ additions and turns (see kWriterWarp). Left
+// out: dropout, non-causal masks, TMA loads, and FA3's overlap of the elementwise work with
+// the next products (the forward has it).
 #include "kernels/cuda/attention_wgmma.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/device.h"
@@ -42,7 +43,7 @@ using sm90::bulk_store;
 using sm90::bulk_wait;
 using sm90::bulk_wait_read;
 
-constexpr int kThreads = 256;
+constexpr int kThreads = 256;  // the compute warps: two warpgroups
 constexpr int kBlockN = kAttentionKeyTile;    // keys per block (64 per warpgroup)
 constexpr int kBlockM = kAttentionQueryTile;  // queries per Q/dO tile (the N of S^T = K Q^T)
 static_assert(kBlockN == 128 && kBlockM == 64, "the warpgroup split and the dQ pairs assume these");
@@ -53,12 +54,35 @@ static_assert(kBlockN == 128 && kBlockM == 64, "the warpgroup split and the dQ p
 template <int kDim>
 constexpr int kDqCols0 = kDim == 64 ? 32 : 64;
 
-// K, V, [K as 32-wide panels], 2 x (Q, dO), dS^T, 2 x (lse, delta), 2 x dQ (fp32).
+// At kDim 64 a writer warp takes each pair of dQ tiles the compute warps stage in shared
+// memory and adds it into the accumulator under its turn (write_dq), so that waiting for the
+// turns, their fences and the bulk additions' completion stay off the compute warps: at d64
+// they cost 0.38 ms of 2.52 (dev/attention/NOTES.md, version 10). Registers come per
+// warpgroup, so the writer's is a third warpgroup, three of whose warps leave at once;
+// setmaxnreg moves its registers to the compute warps. It only moves what the block was given
+// at launch (384 x 168, the cap __launch_bounds__ sets), so 128 x 40 + 256 x 232 must not
+// exceed that: a larger sum leaves the compute warps waiting for ever. At 96 and 128 the
+// compute warps need 250 and 255 registers, which leaves none for a writer, and thread 0 does
+// its work between steps.
+template <int kDim>
+constexpr bool kWriterWarp = kDim == 64;
+template <int kDim>
+constexpr int kBlockThreads = kThreads + (kWriterWarp<kDim> ? 128 : 0);
+constexpr uint32_t kWriterRegisters = 40, kComputeRegisters = 232;
+constexpr uint32_t kLaunchRegisters = 65536 / 384 / 8 * 8;  // 168
+static_assert(128 * kWriterRegisters + 256 * kComputeRegisters <= 384 * kLaunchRegisters);
+// Staged pairs of dQ tiles: two for the writer, which then finishes one while the next is staged.
+template <int kDim>
+constexpr int kStagedPairs = kWriterWarp<kDim> ? 2 : 1;
+
+// K, V, [K as 32-wide panels], 2 x (Q, dO), dS^T, 2 x (lse, delta), staged pairs of dQ tiles
+// (fp32), and the staged pairs' full and empty mbarriers.
 template <int kDim>
 constexpr int smem_bytes() {
   return (2 * kBlockN + (kDim == 64 ? kBlockN : 0) + 4 * kBlockM) * kDim * int(sizeof(bf16)) +
          kBlockN * kBlockM * int(sizeof(bf16)) + 4 * kBlockM * int(sizeof(float)) +
-         2 * kBlockM * kDim * int(sizeof(float));
+         kStagedPairs<kDim> * 2 * kBlockM * kDim * int(sizeof(float)) +
+         2 * kStagedPairs<kDim> * int(sizeof(uint64_t));
 }
 
 // Where the kernel sums across blocks, in the attention's workspace (attention_workspace.h):
@@ -146,6 +170,30 @@ __device__ __forceinline__ void ds_times_k(float (*dq)[4], const bf16* ds_s, BAt
                         b_at(kk * 16), kk > 0);
 }
 
+// A pair of query tiles 2m and 2m + 1 (2m alone at the end of an odd count) as one block adds
+// it: `order` key tiles added into it before this one. Its tiles sit back to back in the
+// accumulator (`sums`) and in shared memory (`staged`), fragment by fragment (fragment_at).
+struct DqPair {
+  int tiles, order;
+  int* turn;
+};
+
+// The staged pair into the accumulator, as one bulk copy once the turn is ours (`seen`: an
+// earlier read of it): stored by the first key tile to reach it (the pair's diagonal), added
+// by the others. The caller passes the turn on once the copy is done (pass_turn).
+template <int kDim>
+__device__ __forceinline__ void add_pair(float* sums, const float* staged, const DqPair& pair,
+                                         int seen) {
+  const uint32_t bytes = pair.tiles * kBlockM * kDim * sizeof(float);
+  if (pair.order > 0) {
+    wait_turn(pair.turn, pair.order, seen);
+    bulk_reduce_add(sums, staged, bytes);
+  } else {
+    bulk_store(sums, staged, bytes);
+  }
+  bulk_commit();
+}
+
 // delta = rowsum(dO * O), [B, n_q, T]: 16 lanes per (b, t, head) row, 8 columns a load.
 __global__ void attention_delta_kernel(float* delta, const bf16* d_out, const bf16* out,
                                        Dims s) {
@@ -174,8 +222,30 @@ __global__ void attention_delta_kernel(float* delta, const bf16* d_out, const bf
   }
 }
 
+// The dQ writer (kWriterWarp, one thread), on key tiles above 0: for each pair of the block in
+// order, waits until the compute warps have staged it (`full`), adds it into the accumulator
+// under its turn, passes the turn on once the addition is done and frees the staging buffer
+// (`empty`). Key tile 0's compute warps sum and write dQ themselves: they hold its tiles in
+// registers already, and one thread reading the sums back would be slower than the steps.
 template <int kDim>
-__global__ void __launch_bounds__(kThreads)
+__device__ __forceinline__ void write_dq(const Accumulators& acc, const Dims& s, float* dq_s,
+                                         uint64_t* full, uint64_t* empty, int n, int b, int h,
+                                         int key_tiles, int query_tiles) {
+  const int64_t head = int64_t(b) * s.n_q + h;
+  for (int m = n; 2 * m < query_tiles; ++m) {
+    const int u = m - n, buffer = u % 2;
+    const DqPair pair{min(2, query_tiles - 2 * m), u, acc.dq_turn + head * key_tiles + m};
+    sm90::mbarrier_wait(full + buffer, u / 2 % 2);
+    add_pair<kDim>(acc.dq + (head * query_tiles + 2 * m) * kBlockM * kDim,
+                   dq_s + buffer * 2 * kBlockM * kDim, pair,
+                   pair.order > 0 ? read_turn(pair.turn) : 0);
+    pass_turn(pair.turn);
+    sm90::mbarrier_arrive(empty + buffer);
+  }
+}
+
+template <int kDim>
+__global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
     attention_backward_kernel(bf16* d_q, bf16* d_k, bf16* d_v, const bf16* d_out,
                               const bf16* q, const bf16* k, const bf16* v, const float* lse,
                               const float* delta, Accumulators acc, Dims s) {
@@ -189,7 +259,10 @@ __global__ void __launch_bounds__(kThreads)
   bf16* ds_s = do_s + 2 * kBlockM * kDim;               // dS^T: [kBlockN][kBlockM]
   float* lse_s = reinterpret_cast<float*>(ds_s + kBlockN * kBlockM);  // [2][kBlockM]
   float* delta_s = lse_s + 2 * kBlockM;                               // [2][kBlockM]
-  float* dq_s = delta_s + 2 * kBlockM;  // [2][kBlockM * kDim], laid out as the accumulator
+  // [kStagedPairs][2][kBlockM * kDim], laid out as the accumulator, and its mbarriers.
+  float* dq_s = delta_s + 2 * kBlockM;
+  uint64_t* dq_full = reinterpret_cast<uint64_t*>(dq_s + kStagedPairs<kDim> * 2 * kBlockM * kDim);
+  uint64_t* dq_empty = dq_full + kStagedPairs<kDim>;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   // Broadcast from lane 0 so that ptxas sees the warpgroup index as uniform across the warp:
@@ -208,6 +281,25 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t stat0 = (int64_t(b) * s.n_q + h) * s.seq_len;
   const int key_rows = min(kBlockN, s.seq_len - k0);
   const int i_start = k0 / kBlockM;  // causal: the query tile holding query k0, to the last
+  // The compute warps' barrier (the writer warp goes its own way).
+  auto sync_compute = [] { sm90::named_barrier(1, kThreads); };
+  if constexpr (kWriterWarp<kDim>) {
+    if (threadIdx.x == 0) {
+      for (int p = 0; p < kStagedPairs<kDim>; ++p) {
+        sm90::mbarrier_init(dq_full + p, 1);
+        sm90::mbarrier_init(dq_empty + p, 1);
+      }
+      sm90::mbarrier_init_fence();
+    }
+    __syncthreads();
+    if (threadIdx.x >= kThreads) {
+      sm90::shrink_registers<kWriterRegisters>();
+      if (threadIdx.x == kThreads && n > 0)
+        write_dq<kDim>(acc, s, dq_s, dq_full, dq_empty, n, b, h, key_tiles, query_tiles);
+      return;
+    }
+    sm90::grow_registers<kComputeRegisters>();
+  }
 
   const bf16* k_rows = k + (row0 + k0) * k_stride + hk * s.d_qk;
   load_tile<kBlockN, kDim, kThreads>(k_s, k_rows, k_stride, key_rows, s.d_qk);
@@ -234,13 +326,11 @@ __global__ void __launch_bounds__(kThreads)
   cp_async_commit();
   cp_async_wait_all();
   fence_async_shared();
-  __syncthreads();
+  sync_compute();
 
   float dk[kDim / 8][4] = {}, dv[kDim / 8][4] = {};
   const int key_of_lane = k0 + warp * 16 + lane / 4;  // and key_of_lane + 8
-  // This warpgroup's share of a dQ tile: its columns, and where its fragments sit in the
-  // tile's accumulator.
-  const int dq_col0 = wg * kCols0;
+  // Where this warpgroup's fragments (its columns) sit in a dQ tile's accumulator.
   const int64_t dq_region = wg * kBlockM * kCols0;
   int* signal = nullptr;  // thread 0: the turn to pass once the last pair's bulk add is done
   for (int i = i_start; i < query_tiles; ++i) {
@@ -255,7 +345,12 @@ __global__ void __launch_bounds__(kThreads)
     const bool pair_end = i % 2 == 1 || i + 1 == query_tiles;
     const int64_t tile = (int64_t(b) * s.n_q + h) * query_tiles + i;  // its accumulator
     int* const turn = acc.dq_turn + (int64_t(b) * s.n_q + h) * key_tiles + m;
-    const int seen = threadIdx.x == 0 && order > 0 && pair_end ? read_turn(turn) : 0;
+    // Thread 0 reads the turn it waits for, if any, early (issued before the products).
+    const bool writer = kWriterWarp<kDim> && n > 0;  // the writer warp adds this block's pairs
+    const int seen = !writer && threadIdx.x == 0 && order > 0 && pair_end ? read_turn(turn) : 0;
+    // The writer's staging buffer for this pair, free again once it finished the pair two back.
+    const int buffer = kStagedPairs<kDim> == 2 ? (m - n) % 2 : 0;
+    float* const staged = dq_s + buffer * 2 * kBlockM * kDim;
     const bf16* q_t = q_s + stage * kBlockM * kDim;
     const bf16* do_t = do_s + stage * kBlockM * kDim;
     const float* lse_t = lse_s + stage * kBlockM;
@@ -276,22 +371,29 @@ __global__ void __launch_bounds__(kThreads)
     register_fence(st);
     register_fence(dpt);
 
-    // Keys after the query (and queries past T) get P = 0.
-    const bool masked = k0 + kBlockN - 1 > t0 || t0 + kBlockM > s.seq_len;
+    // Keys after the query (and queries past T) get P = 0. The tiles off the diagonal and
+    // inside T, most of them, take a copy of the loop without the mask's compares (written out:
+    // left to the compiler, it made one copy in some builds: NOTES.md, version 10).
+    auto softmax_grad = [&](auto masked) {
 #pragma unroll
-    for (int nt = 0; nt < kBlockM / 8; ++nt) {
-      const int col = nt * 8 + lane % 4 * 2;
-      const float2 l2 = *reinterpret_cast<const float2*>(lse_t + col);
-      const float2 d2 = *reinterpret_cast<const float2*>(delta_t + col);
+      for (int nt = 0; nt < kBlockM / 8; ++nt) {
+        const int col = nt * 8 + lane % 4 * 2;
+        const float2 l2 = *reinterpret_cast<const float2*>(lse_t + col);
+        const float2 d2 = *reinterpret_cast<const float2*>(delta_t + col);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int query = t0 + col + (e & 1);
-        float p = exp2_approx(fmaf(st[nt][e], s.scale_log2, -(e & 1 ? l2.y : l2.x) * kLog2e));
-        if (masked && (key_of_lane + (e >> 1) * 8 > query || query >= s.seq_len)) p = 0.0f;
-        dpt[nt][e] = p * (dpt[nt][e] - (e & 1 ? d2.y : d2.x));  // dS^T
-        st[nt][e] = p;                                          // P^T
+        for (int e = 0; e < 4; ++e) {
+          const int query = t0 + col + (e & 1);
+          float p = exp2_approx(fmaf(st[nt][e], s.scale_log2, -(e & 1 ? l2.y : l2.x) * kLog2e));
+          if (masked && (key_of_lane + (e >> 1) * 8 > query || query >= s.seq_len)) p = 0.0f;
+          dpt[nt][e] = p * (dpt[nt][e] - (e & 1 ? d2.y : d2.x));  // dS^T
+          st[nt][e] = p;                                          // P^T
+        }
       }
-    }
+    };
+    if (k0 + kBlockN - 1 > t0 || t0 + kBlockM > s.seq_len)
+      softmax_grad(std::true_type{});
+    else
+      softmax_grad(std::false_type{});
     // dV += P^T dO and dK += dS^T Q, the A operands straight from the accumulators; dS^T also
     // to shared memory (rows = keys, one swizzled 64-wide panel) for dQ.
     uint32_t pa[kBlockM / 16][4], da[kBlockM / 16][4];
@@ -322,8 +424,8 @@ __global__ void __launch_bounds__(kThreads)
     }
     wgmma_commit();
     // The last pair's bulk add has read the staging buffers this pair's steps rewrite.
-    if (threadIdx.x == 0 && signal) bulk_wait_read<0>();
-    __syncthreads();  // dS^T whole: both warpgroups' keys
+    if (!writer && threadIdx.x == 0 && signal) bulk_wait_read<0>();
+    sync_compute();  // dS^T whole: both warpgroups' keys
 
     // This warpgroup's columns of the tile's dQ = dS K over the block's 128 keys.
     float dq[kCols0 / 8][4];
@@ -347,7 +449,7 @@ __global__ void __launch_bounds__(kThreads)
     wgmma_commit();
     // The last pair's turn passes on under the products, a step after its bulk add was issued
     // (so that the add has finished; later passes cost more waiting down the line).
-    if (threadIdx.x == 0 && signal) pass_turn(signal);
+    if (!writer && threadIdx.x == 0 && signal) pass_turn(signal);
     signal = nullptr;
     wgmma_wait<0>();
     register_fence(dv);
@@ -356,39 +458,36 @@ __global__ void __launch_bounds__(kThreads)
     register_fence(pa);
     register_fence(da);
 
-    // This block's part of the tile goes to shared memory; at the end of a pair, thread 0 adds
-    // both tiles with one bulk reduction once the turn is ours, or the last adder (key tile 0)
-    // adds the sums and writes dQ. Waiting only at the pair's end leaves the key tile above a
-    // step to pass the turn on.
+    // This block's part of the tile goes to shared memory. At the end of a pair the writer
+    // warp takes it; without one, thread 0 adds both tiles with one bulk reduction once the
+    // turn is ours, or on the last adder (key tile 0) the compute warps add the sums and write
+    // dQ. Waiting only at the pair's end leaves the key tile above a step to pass the turn on.
+    if (writer && i % 2 == 0 && m - n >= 2)
+      sm90::mbarrier_wait(dq_empty + buffer, ((m - n) / 2 - 1) % 2);
     with_dq_columns<kDim>(wg, [&](auto kN) {
-      store_fragments<kN>(dq_s + stage * kBlockM * kDim + dq_region, dq);
+      store_fragments<kN>(staged + i % 2 * kBlockM * kDim + dq_region, dq);
     });
     if (threadIdx.x == 0 && n == 0 && order > 0 && pair_end) wait_turn(turn, order, seen);
     cp_async_wait_all();
     fence_async_shared();
-    __syncthreads();  // staged (and for key tile 0, the turn is ours); the next tile landed
+    sync_compute();  // staged (and for key tile 0, the turn is ours); the next tile landed
     if (pair_end && n == 0) {
       for (int p = 0; p <= i % 2; ++p) {
         const int64_t t = tile - i % 2 + p;  // the pair's tiles in order
         const int t0 = (i - i % 2 + p) * kBlockM;
-        bf16* dst = d_q + (row0 + t0) * q_stride + h * s.d_qk + dq_col0;
-        const int row = (warp % 4) * 16, cols = s.d_qk - dq_col0;
+        bf16* dst = d_q + (row0 + t0) * q_stride + h * s.d_qk + wg * kCols0;
+        const int row = (warp % 4) * 16, cols = s.d_qk - wg * kCols0;
         with_dq_columns<kDim>(wg, [&](auto kN) {
-          load_fragments<kN>(dq, dq_s + p * kBlockM * kDim + dq_region);
+          load_fragments<kN>(dq, staged + p * kBlockM * kDim + dq_region);
           if (order > 0) add_fragments<kN>(dq, acc.dq + t * kBlockM * kDim + dq_region);
           store_rows<kN>(dst, q_stride, row, s.seq_len - t0, cols, dq, s.scale);
         });
       }
+    } else if (pair_end && writer) {
+      if (threadIdx.x == 0) sm90::mbarrier_arrive(dq_full + buffer);
     } else if (pair_end && threadIdx.x == 0) {
-      float* pair = acc.dq + (tile - i % 2) * kBlockM * kDim;
-      const uint32_t bytes = (i % 2 + 1) * kBlockM * kDim * sizeof(float);
-      if (order > 0) {
-        wait_turn(turn, order, seen);
-        bulk_reduce_add(pair, dq_s, bytes);
-      } else {
-        bulk_store(pair, dq_s, bytes);
-      }
-      bulk_commit();
+      add_pair<kDim>(acc.dq + (tile - i % 2) * kBlockM * kDim, staged,
+                     DqPair{i % 2 + 1, order, turn}, seen);
       signal = turn;
     }
   }
@@ -407,7 +506,7 @@ __global__ void __launch_bounds__(kThreads)
     if (k_order > 0) wait_turn(acc.dk_turn + k_tile, k_order, read_turn(acc.dk_turn + k_tile));
     if (v_order > 0) wait_turn(acc.dv_turn + v_tile, v_order, read_turn(acc.dv_turn + v_tile));
   }
-  __syncthreads();
+  sync_compute();
   auto finish = [&](float (*grad)[4], float* region, int order, int last, bf16* dst,
                     int64_t stride, int cols, float scale) {
     region += wg * 64 * kDim;
@@ -425,7 +524,7 @@ __global__ void __launch_bounds__(kThreads)
   finish(dv, acc.dv + v_tile * kBlockN * kDim, v_order, v_last,
          d_v + row0 * v_stride + hv * s.d_v, v_stride, s.d_v, 1.0f);
   if (k_order < k_last || v_order < v_last) {
-    __syncthreads();
+    sync_compute();
     if (threadIdx.x == 0) {
       if (k_order < k_last) pass_turn(acc.dk_turn + k_tile);
       if (v_order < v_last) pass_turn(acc.dv_turn + v_tile);
@@ -481,7 +580,7 @@ void launch_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q,
   constexpr int smem = smem_bytes<kDim>();
   allow_smem<attention_backward_kernel<kDim>, smem>();
   dim3 grid(unsigned(ceil_div(s.seq_len, kBlockN)), unsigned(s.batch * s.n_q));
-  attention_backward_kernel<kDim><<<grid, kThreads, smem, stream()>>>(
+  attention_backward_kernel<kDim><<<grid, kBlockThreads<kDim>, smem, stream()>>>(
       static_cast<bf16*>(d_q.data), static_cast<bf16*>(d_k.data), static_cast<bf16*>(d_v.data),
       dop, static_cast<const bf16*>(q.data), static_cast<const bf16*>(k.data),
       static_cast<const bf16*>(v.data), lse.f32(), delta, acc, s);
