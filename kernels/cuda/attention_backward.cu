@@ -226,7 +226,8 @@ __global__ void attention_delta_kernel(float* delta, const bf16* d_out, const bf
 // order, waits until the compute warps have staged it (`full`), adds it into the accumulator
 // under its turn, passes the turn on once the addition is done and frees the staging buffer
 // (`empty`). Key tile 0's compute warps sum and write dQ themselves: they hold its tiles in
-// registers already, and one thread reading the sums back would be slower than the steps.
+// registers already, and the writer's 32 lanes reading the sums back ran slower than the
+// steps (NOTES.md, version 10).
 template <int kDim>
 __device__ __forceinline__ void write_dq(const Accumulators& acc, const Dims& s, float* dq_s,
                                          uint64_t* full, uint64_t* empty, int n, int b, int h,
