@@ -69,8 +69,9 @@ constexpr bool kWriterWarp = kDim == 64;
 template <int kDim>
 constexpr int kBlockThreads = kThreads + (kWriterWarp<kDim> ? 128 : 0);
 constexpr uint32_t kWriterRegisters = 40, kComputeRegisters = 232;
-constexpr uint32_t kLaunchRegisters = 65536 / 384 / 8 * 8;  // 168
-static_assert(128 * kWriterRegisters + 256 * kComputeRegisters <= 384 * kLaunchRegisters);
+constexpr uint32_t kLaunchRegisters = 65536 / kBlockThreads<64> / 8 * 8;  // 168
+static_assert(128 * kWriterRegisters + kThreads * kComputeRegisters <=
+              kBlockThreads<64> * kLaunchRegisters);
 // Staged pairs of dQ tiles: two for the writer, which then finishes one while the next is staged.
 template <int kDim>
 constexpr int kStagedPairs = kWriterWarp<kDim> ? 2 : 1;
@@ -350,7 +351,7 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
     const bool writer = kWriterWarp<kDim> && n > 0;  // the writer warp adds this block's pairs
     const int seen = !writer && threadIdx.x == 0 && order > 0 && pair_end ? read_turn(turn) : 0;
     // The writer's staging buffer for this pair, free again once it finished the pair two back.
-    const int buffer = kStagedPairs<kDim> == 2 ? (m - n) % 2 : 0;
+    const int buffer = (m - n) % kStagedPairs<kDim>;
     float* const staged = dq_s + buffer * 2 * kBlockM * kDim;
     const bf16* q_t = q_s + stage * kBlockM * kDim;
     const bf16* do_t = do_s + stage * kBlockM * kDim;
@@ -533,16 +534,6 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
   }
 }
 
-template <auto kKernel, int kSmem>
-void allow_smem() {
-  static const bool configured = [] {
-    SIGMA_CUDA_CHECK(
-        cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-    return true;
-  }();
-  (void)configured;
-}
-
 // The accumulators and turn counters, in one device buffer that grows to the largest call.
 Accumulators accumulators(const Dims& s) {
   const AttentionWorkspace w =
@@ -579,7 +570,7 @@ void launch_backward(Tensor d_q, Tensor d_k, Tensor d_v, Tensor d_out, Tensor q,
 
   const Accumulators acc = accumulators(s);
   constexpr int smem = smem_bytes<kDim>();
-  allow_smem<attention_backward_kernel<kDim>, smem>();
+  allow_dynamic_smem<attention_backward_kernel<kDim>, smem>();
   dim3 grid(unsigned(ceil_div(s.seq_len, kBlockN)), unsigned(s.batch * s.n_q));
   attention_backward_kernel<kDim><<<grid, kBlockThreads<kDim>, smem, stream()>>>(
       static_cast<bf16*>(d_q.data), static_cast<bf16*>(d_k.data), static_cast<bf16*>(d_v.data),

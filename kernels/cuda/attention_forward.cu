@@ -282,13 +282,8 @@ Maps maps_of(const Tensor& q, const Tensor& k, const Tensor& v, const Dims& s) {
 template <int kDim, int kBlockN, int kStages>
 void launch_forward(Tensor out, Tensor lse, Tensor q, Tensor k, Tensor v, const Dims& s) {
   constexpr int smem = int(sizeof(Shared<kDim, kBlockN, kStages>));
-  auto* kernel = attention_forward_kernel<kDim, kBlockN, kStages>;
-  static const bool configured = [&] {
-    SIGMA_CUDA_CHECK(
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    return true;
-  }();
-  (void)configured;
+  constexpr auto kernel = attention_forward_kernel<kDim, kBlockN, kStages>;
+  allow_dynamic_smem<kernel, smem>();
   dim3 grid(unsigned(s.batch * s.n_q), unsigned(ceil_div(s.seq_len, kBlockM)));
   kernel<<<grid, kThreads, smem, stream()>>>(static_cast<bf16*>(out.data), lse.f32(),
                                              maps_of<kDim, kBlockN>(q, k, v, s), s);

@@ -133,7 +133,7 @@ struct SharedLayout {
   int* row_begin;
   int* unit_begin;
 
-  static size_t bytes(int experts) {
+  static constexpr size_t bytes(int experts) {
     return 1024 + size_t(kStages) * T::kStageBytes + 2 * kStages * sizeof(uint64_t) +
            (3 * size_t(experts) + 2) * sizeof(int);
   }
@@ -431,20 +431,12 @@ __global__ void __launch_bounds__(T::kThreads, 1)
 // (x 1): one 128-byte swizzle row per box row.
 CUtensorMap tensor_map(const void* data, std::initializer_list<int64_t> sizes,
                        uint32_t box_rows) {
-  if (sizes.size() == 2)
-    return bf16_tensor_map(data, sizes, {64, box_rows}, CU_TENSOR_MAP_SWIZZLE_128B);
-  return bf16_tensor_map(data, sizes, {64, box_rows, 1}, CU_TENSOR_MAP_SWIZZLE_128B);
+  return bf16_tensor_map(data, sizes, {64, box_rows}, CU_TENSOR_MAP_SWIZZLE_128B);
 }
 
 template <class T, Pass kPass>
 void launch(const CUtensorMap& a, const CUtensorMap& b, const Problem& p, int64_t max_tiles) {
-  static const bool configured = [] {
-    SIGMA_CUDA_CHECK(cudaFuncSetAttribute(grouped_matmul_kernel<T, kPass>,
-                                          cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          int(SharedLayout<T>::bytes(kMaxExperts))));
-    return true;
-  }();
-  (void)configured;
+  allow_dynamic_smem<grouped_matmul_kernel<T, kPass>, int(SharedLayout<T>::bytes(kMaxExperts))>();
   int grid = int(std::min<int64_t>(num_sms(), max_tiles));
   grouped_matmul_kernel<T, kPass>
       <<<grid, T::kThreads, SharedLayout<T>::bytes(p.experts), stream()>>>(a, b, p);

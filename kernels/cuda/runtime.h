@@ -69,6 +69,18 @@ void check_data_errors();
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Lets kernel `kKernel` launch with up to kSmem bytes of dynamic shared memory (past the
+// default 48 KiB); set once per kernel, at its first launch.
+template <auto kKernel, int kSmem>
+void allow_dynamic_smem() {
+  static const bool configured = [] {
+    SIGMA_CUDA_CHECK(
+        cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    return true;
+  }();
+  (void)configured;
+}
+
 // Loads and stores that read as float whatever the storage type (fp32 or bf16).
 __device__ __forceinline__ float to_float(float x) { return x; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }

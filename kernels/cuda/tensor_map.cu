@@ -27,7 +27,7 @@ PFN_cuTensorMapEncodeTiled_v12000 tensor_map_encoder() {
 CUtensorMap bf16_tensor_map(const void* data, std::initializer_list<int64_t> sizes,
                             std::initializer_list<uint32_t> box, CUtensorMapSwizzle swizzle) {
   constexpr int kMaxRank = 5;
-  SIGMA_CHECK(sizes.size() == box.size() && sizes.size() >= 2 && sizes.size() <= kMaxRank,
+  SIGMA_CHECK(sizes.size() >= 2 && sizes.size() <= kMaxRank && box.size() <= sizes.size(),
               "bf16_tensor_map: rank {} with a box of rank {}", sizes.size(), box.size());
   SIGMA_CHECK(reinterpret_cast<uintptr_t>(data) % 16 == 0, "bf16_tensor_map: unaligned tensor");
   cuuint64_t size[kMaxRank], stride[kMaxRank - 1];
@@ -37,11 +37,12 @@ CUtensorMap bf16_tensor_map(const void* data, std::initializer_list<int64_t> siz
   for (int64_t n : sizes) {
     if (rank > 0) stride[rank - 1] = bytes;
     size[rank] = cuuint64_t(n);
+    box_size[rank] = 1;
     element_stride[rank++] = 1;
     bytes *= cuuint64_t(n);
   }
-  rank = 0;
-  for (uint32_t n : box) box_size[rank++] = n;
+  int dim = 0;
+  for (uint32_t n : box) box_size[dim++] = n;
   CUtensorMap map;
   CUresult result = tensor_map_encoder()(
       &map, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, cuuint32_t(rank), const_cast<void*>(data), size,
