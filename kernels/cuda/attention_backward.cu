@@ -26,7 +26,8 @@
 // its accumulators are never zeroed and ptxas inserts no wait of its own (NOTES.md, version
 // 5). At head dim 64 a writer warp does the dQ additions and turns (see kWriterWarp). Left
 // out: dropout, non-causal masks, TMA loads, and FA3's overlap of the elementwise work with
-// the next products (the forward has it).
+// the other warpgroup's products (the forward has it); at head dim 64 the next tile's S^T and
+// dP^T are issued behind this tile's dQ (kScoresAhead).
 #include "kernels/cuda/attention_wgmma.cuh"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/device.h"
@@ -72,6 +73,12 @@ constexpr uint32_t kWriterRegisters = 40, kComputeRegisters = 232;
 constexpr uint32_t kLaunchRegisters = 65536 / kBlockThreads<64> / 8 * 8;  // 168
 static_assert(128 * kWriterRegisters + kThreads * kComputeRegisters <=
               kBlockThreads<64> * kLaunchRegisters);
+// At kDim 64 the next query tile's S^T and dP^T products are issued right behind this tile's
+// dQ product, so that the tensor cores go on while the warps stage dQ and meet at the step's
+// end (d64 backward 2.36 -> 2.24 ms: NOTES.md, version 11); their 64 accumulator registers
+// are then live beside dK, dV, dQ and the A operands, which at 96 and 128 would not fit.
+template <int kDim>
+constexpr bool kScoresAhead = kDim == 64;
 // Staged pairs of dQ tiles: two for the writer, which then finishes one while the next is staged.
 template <int kDim>
 constexpr int kStagedPairs = kWriterWarp<kDim> ? 2 : 1;
@@ -331,6 +338,23 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
   sync_compute();
 
   float dk[kDim / 8][4] = {}, dv[kDim / 8][4] = {};
+  // S^T = K Q^T and dP^T = V dO^T of the query tile in `stage`: the warpgroup's 64 keys x
+  // kBlockM queries.
+  float st[kBlockM / 8][4], dpt[kBlockM / 8][4];
+  auto issue_scores = [&](int stage) {
+    const bf16* q_t = q_s + stage * kBlockM * kDim;
+    const bf16* do_t = do_s + stage * kBlockM * kDim;
+    wgmma_fence();
+#pragma unroll
+    for (int ks = 0; ks < kDim / 16; ++ks) {
+      Wgmma<kBlockM, 0>::ss(st, k_major_descriptor<kBlockN, kDim>(k_s, wg * 64, ks * 16),
+                            k_major_descriptor<kBlockM, kDim>(q_t, 0, ks * 16), ks > 0);
+      Wgmma<kBlockM, 0>::ss(dpt, k_major_descriptor<kBlockN, kDim>(v_s, wg * 64, ks * 16),
+                            k_major_descriptor<kBlockM, kDim>(do_t, 0, ks * 16), ks > 0);
+    }
+    wgmma_commit();
+  };
+  if constexpr (kScoresAhead<kDim>) issue_scores(0);
   const int key_of_lane = k0 + warp * 16 + lane / 4;  // and key_of_lane + 8
   // Where this warpgroup's fragments (its columns) sit in a dQ tile's accumulator.
   const int64_t dq_region = wg * kBlockM * kCols0;
@@ -358,17 +382,7 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
     const float* lse_t = lse_s + stage * kBlockM;
     const float* delta_t = delta_s + stage * kBlockM;
 
-    // S^T = K Q^T and dP^T = V dO^T: the warpgroup's 64 keys x kBlockM queries.
-    float st[kBlockM / 8][4], dpt[kBlockM / 8][4];
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < kDim / 16; ++ks) {
-      Wgmma<kBlockM, 0>::ss(st, k_major_descriptor<kBlockN, kDim>(k_s, wg * 64, ks * 16),
-                            k_major_descriptor<kBlockM, kDim>(q_t, 0, ks * 16), ks > 0);
-      Wgmma<kBlockM, 0>::ss(dpt, k_major_descriptor<kBlockN, kDim>(v_s, wg * 64, ks * 16),
-                            k_major_descriptor<kBlockM, kDim>(do_t, 0, ks * 16), ks > 0);
-    }
-    wgmma_commit();
+    if constexpr (!kScoresAhead<kDim>) issue_scores(stage);
     wgmma_wait<0>();
     register_fence(st);
     register_fence(dpt);
@@ -413,7 +427,6 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
             da[kk][2 * half + 1];
       }
     }
-    fence_async_shared();
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBlockM / 16; ++kk) {
@@ -427,7 +440,9 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
     wgmma_commit();
     // The last pair's bulk add has read the staging buffers this pair's steps rewrite.
     if (!writer && threadIdx.x == 0 && signal) bulk_wait_read<0>();
-    sync_compute();  // dS^T whole: both warpgroups' keys
+    if constexpr (kScoresAhead<kDim>) cp_async_wait_all();  // the next tile, for its scores below
+    fence_async_shared();  // dS^T (and at 64 that tile's Q and dO) to the tensor cores
+    sync_compute();        // dS^T whole: both warpgroups' keys
 
     // This warpgroup's columns of the tile's dQ = dS K over the block's 128 keys.
     float dq[kCols0 / 8][4];
@@ -453,7 +468,14 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
     // (so that the add has finished; later passes cost more waiting down the line).
     if (!writer && threadIdx.x == 0 && signal) pass_turn(signal);
     signal = nullptr;
-    wgmma_wait<0>();
+    if constexpr (kScoresAhead<kDim>) {
+      // Unconditional: wgmmas under a branch get serialised (ptxas C7520). After the last tile
+      // they read a stale stage and are discarded (one pair of products in ~32 steps).
+      issue_scores(stage ^ 1);
+      wgmma_wait<1>();  // this tile's products; the next tile's scores go on
+    } else {
+      wgmma_wait<0>();
+    }
     register_fence(dv);
     register_fence(dk);
     register_fence(dq);
@@ -470,8 +492,12 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
       store_fragments<kN>(staged + i % 2 * kBlockM * kDim + dq_region, dq);
     });
     if (threadIdx.x == 0 && n == 0 && order > 0 && pair_end) wait_turn(turn, order, seen);
-    cp_async_wait_all();
-    fence_async_shared();
+    if constexpr (!kScoresAhead<kDim>) {  // (at 64 the next tile landed before its scores)
+      cp_async_wait_all();
+      fence_async_shared();
+    } else if (writer && pair_end) {
+      fence_async_shared();  // the staged pair, to the writer's bulk copy
+    }
     sync_compute();  // staged (and for key tile 0, the turn is ours); the next tile landed
     if (pair_end && n == 0) {
       for (int p = 0; p <= i % 2; ++p) {
@@ -494,6 +520,7 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
     }
   }
   if (threadIdx.x == 0 && signal) pass_turn(signal);
+  if constexpr (kScoresAhead<kDim>) wgmma_wait<0>();  // the discarded scores
 
   // dK and dV: the query heads reading one K (V) head add into its tile in head order.
   auto first_head = [&](int head, int n_heads) {  // the first query head reading it
