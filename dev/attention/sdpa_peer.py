@@ -5,6 +5,8 @@ kernels' figures can be set beside the peer's measured in the same GPU call.
 
 Besides PyTorch's own choice ("default") it forces each fused backend in turn, so the notes
 can say which kernel the peer runs: the one whose times match the default's."""
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -32,13 +34,9 @@ for batch, seq, n_q, n_k, n_v, d in SHAPES:
     flops = 4 * batch * n_q * seq * seq * d / 2
     for name, backend in BACKENDS:
         try:
-            if backend is None:
+            with nullcontext() if backend is None else sdpa_kernel(backend):
                 fwd_ms = do_bench(forward, return_mode="median")
                 fb_ms = do_bench(forward_backward, return_mode="median")
-            else:
-                with sdpa_kernel(backend):
-                    fwd_ms = do_bench(forward, return_mode="median")
-                    fb_ms = do_bench(forward_backward, return_mode="median")
         except RuntimeError as e:  # the backend refuses these inputs
             print(f"SDPA {name:9} B{batch} T{seq} {n_q}/{n_k}/{n_v} d{d}: unsupported "
                   f"({str(e).splitlines()[0][:80]})", flush=True)

@@ -80,6 +80,8 @@ static_assert(128 * kWriterRegisters + kThreads * kComputeRegisters <=
 template <int kDim>
 constexpr bool kScoresAhead = kDim == 64;
 // Staged pairs of dQ tiles: two for the writer, which then finishes one while the next is staged.
+// A block's u-th pair (u = m - n, its order) goes to buffer u % kStagedPairs; the phase of that
+// buffer's full and empty barriers flips each time the pairs come round to it again.
 template <int kDim>
 constexpr int kStagedPairs = kWriterWarp<kDim> ? 2 : 1;
 
@@ -242,9 +244,9 @@ __device__ __forceinline__ void write_dq(const Accumulators& acc, const Dims& s,
                                          int key_tiles, int query_tiles) {
   const int64_t head = int64_t(b) * s.n_q + h;
   for (int m = n; 2 * m < query_tiles; ++m) {
-    const int u = m - n, buffer = u % 2;
+    const int u = m - n, buffer = u % kStagedPairs<kDim>;
     const DqPair pair{min(2, query_tiles - 2 * m), u, acc.dq_turn + head * key_tiles + m};
-    sm90::mbarrier_wait(full + buffer, u / 2 % 2);
+    sm90::mbarrier_wait(full + buffer, u / kStagedPairs<kDim> % 2);
     add_pair<kDim>(acc.dq + (head * query_tiles + 2 * m) * kBlockM * kDim,
                    dq_s + buffer * 2 * kBlockM * kDim, pair,
                    pair.order > 0 ? read_turn(pair.turn) : 0);
@@ -359,6 +361,7 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
   // Where this warpgroup's fragments (its columns) sit in a dQ tile's accumulator.
   const int64_t dq_region = wg * kBlockM * kCols0;
   int* signal = nullptr;  // thread 0: the turn to pass once the last pair's bulk add is done
+  const bool writer = kWriterWarp<kDim> && n > 0;  // the writer warp adds this block's pairs
   for (int i = i_start; i < query_tiles; ++i) {
     const int stage = (i - i_start) % 2, t0 = i * kBlockM;
     if (i + 1 < query_tiles) {
@@ -372,10 +375,9 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
     const int64_t tile = (int64_t(b) * s.n_q + h) * query_tiles + i;  // its accumulator
     int* const turn = acc.dq_turn + (int64_t(b) * s.n_q + h) * key_tiles + m;
     // Thread 0 reads the turn it waits for, if any, early (issued before the products).
-    const bool writer = kWriterWarp<kDim> && n > 0;  // the writer warp adds this block's pairs
     const int seen = !writer && threadIdx.x == 0 && order > 0 && pair_end ? read_turn(turn) : 0;
     // The writer's staging buffer for this pair, free again once it finished the pair two back.
-    const int buffer = (m - n) % kStagedPairs<kDim>;
+    const int buffer = order % kStagedPairs<kDim>;
     float* const staged = dq_s + buffer * 2 * kBlockM * kDim;
     const bf16* q_t = q_s + stage * kBlockM * kDim;
     const bf16* do_t = do_s + stage * kBlockM * kDim;
@@ -486,8 +488,8 @@ __global__ void __launch_bounds__(kBlockThreads<kDim>, 1)
     // warp takes it; without one, thread 0 adds both tiles with one bulk reduction once the
     // turn is ours, or on the last adder (key tile 0) the compute warps add the sums and write
     // dQ. Waiting only at the pair's end leaves the key tile above a step to pass the turn on.
-    if (writer && i % 2 == 0 && m - n >= 2)
-      sm90::mbarrier_wait(dq_empty + buffer, ((m - n) / 2 - 1) % 2);
+    if (writer && i % 2 == 0 && order >= kStagedPairs<kDim>)
+      sm90::mbarrier_wait(dq_empty + buffer, (order / kStagedPairs<kDim> - 1) % 2);  // a round ago
     with_dq_columns<kDim>(wg, [&](auto kN) {
       store_fragments<kN>(staged + i % 2 * kBlockM * kDim + dq_region, dq);
     });
